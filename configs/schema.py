@@ -1,0 +1,82 @@
+"""Pydantic schema of a profile: which model each agent loads and how it is called."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+Dtype = Literal["float32", "float16", "bfloat16"]
+Device = Literal["cpu", "cuda", "mps", "auto"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PipelineSpec(_Strict):
+    """One diffusers pipeline: where its weights are and the defaults it is called with.
+
+    ``model`` is a hub id (``stabilityai/stable-video-diffusion-img2vid-xt``), a local folder,
+    or ``tiny:<name>`` for a model of the offline tiny zoo.
+    """
+
+    pipeline: str = Field(description="diffusers pipeline class, e.g. StableDiffusion3Pipeline")
+    model: str
+    revision: str | None = None
+    variant: str | None = None
+    height: PositiveInt
+    width: PositiveInt
+    num_frames: PositiveInt | None = None
+    fps: PositiveInt | None = None
+    steps: PositiveInt
+    guidance: float = Field(ge=0.0)
+    strength: float | None = Field(default=None, gt=0.0, le=1.0)
+    negative_prompt: str | None = None
+    offload: Literal["none", "model", "sequential"] = "none"
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    attention_slicing: bool = False
+    call_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra pipeline kwargs")
+
+
+class PromptSpec(_Strict):
+    """The prompt enhancer: a template (no model), an OpenAI-compatible chat endpoint, or a local LM."""
+
+    backend: Literal["template", "openai", "transformers"] = "template"
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_new_tokens: PositiveInt = 120
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    timeout_s: float = Field(default=60.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> "PromptSpec":
+        if self.backend == "openai" and not (self.base_url and self.model):
+            raise ValueError("prompt backend 'openai' needs base_url and model")
+        if self.backend == "transformers" and not self.model:
+            raise ValueError("prompt backend 'transformers' needs model")
+        return self
+
+
+class Profile(_Strict):
+    """A named set of agents and the device they run on."""
+
+    name: str
+    description: str = ""
+    dtype: Dtype = "float32"
+    device: Device = "auto"
+    prompt: PromptSpec = PromptSpec()
+    text_to_image: PipelineSpec
+    image_to_image: PipelineSpec
+    image_to_video: PipelineSpec
+    connector: PipelineSpec
+
+    @model_validator(mode="after")
+    def _videos_have_frames(self) -> "Profile":
+        for role in ("image_to_video", "connector"):
+            spec: PipelineSpec = getattr(self, role)
+            if spec.num_frames is None or spec.fps is None:
+                raise ValueError(f"{role} needs num_frames and fps")
+        return self

@@ -1,0 +1,71 @@
+"""SOP 1, text-to-video (paper A.3): enhance → first frame → review → animate, segment by segment."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+from prefect import flow
+
+from configs import load_profile
+from flows.stages import reviewed_clip, reviewed_first_frame
+from storage import open_store
+from tasks.artifacts import RunContext, VideoArtifact
+from tasks.generate import enhance_prompt, join_clips, last_frame
+from tasks.report import contact_sheet, publish_result
+from tasks.review import ReviewPolicy
+
+
+class TextToVideoResult(BaseModel):
+    store: str
+    video: VideoArtifact
+    mp4_uri: str
+    first_frame_key: str
+    clips: list[VideoArtifact]
+    preview_key: str
+    prompt: str
+    enhanced_prompt: str
+
+
+@flow(name="text-to-video", log_prints=True)
+def text_to_video(
+    prompt: Annotated[str, Field(min_length=1, max_length=2000)],
+    segments: Annotated[int, Field(ge=1, le=32, description="clips, each from the previous "
+                                   "clip's last frame")] = 1,
+    profile: str = "tiny",
+    store: str | None = None,
+    seed: Annotated[int, Field(ge=0)] = 0,
+    review: ReviewPolicy = ReviewPolicy(),
+) -> TextToVideoResult:
+    # 1. Resolve the profile and the store (bad names fail here, before any work).
+    prof = load_profile(profile)
+    store_url = open_store(store).url
+
+    # 2. Enhance the prompt.
+    enhanced = enhance_prompt(prof, prompt)
+    ctx = RunContext(sop="text-to-video", profile=prof.name, prompt=prompt,
+                     enhanced_prompt=enhanced)
+
+    # 3. The first frame, reviewed.
+    first_frame = reviewed_first_frame(prof, store_url, ctx, seed, review)
+
+    # 4. Segments: each clip starts from the last frame of the one before.
+    clips: list[VideoArtifact] = []
+    start = first_frame
+    for segment in range(segments):
+        clip = reviewed_clip(prof, store_url, ctx, start, seed + 1000 * segment, segment, review)
+        clips.append(clip)
+        if segment + 1 < segments:
+            start = last_frame(prof, store_url, ctx, clip)
+
+    # 5. Join the clips and publish the result on the run page.
+    video = join_clips(prof, store_url, ctx, clips)
+    preview = contact_sheet(store_url, ctx, video)
+    publish_result(store_url, ctx, video, preview, {"segments": segments, "seed": seed})
+    print(f"text-to-video: {video.num_frames} frames → {open_store(store_url).uri(video.mp4_key)}")
+    return TextToVideoResult(
+        store=store_url, video=video, mp4_uri=open_store(store_url).uri(video.mp4_key),
+        first_frame_key=first_frame, clips=clips, preview_key=preview, prompt=prompt,
+        enhanced_prompt=enhanced,
+    )

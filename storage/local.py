@@ -1,0 +1,220 @@
+"""A store in a local folder. The folder is created by the first write, not before."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from mora.errors import MoraError
+from storage.provenance import Provenance
+from storage.store import (
+    CHUNK,
+    SIDECAR_SUFFIX,
+    TMP_SUFFIX,
+    Store,
+    _download_target,
+    key_problem,
+)
+
+FILE_MODE = 0o644
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_beside(final: Path) -> tuple[int, Path]:
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=TMP_SUFFIX)
+    return fd, Path(name)
+
+
+def _write_atomic(final: Path, fill: Callable[[BinaryIO], object]) -> object:
+    """Write ``final`` through a temp file in its folder: fill, fsync, chmod, rename."""
+    fd, tmp = _temp_beside(final)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            result = fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return result
+
+
+class LocalStore(Store):
+    """Artifacts as files under ``root``; sidecars beside them as ``<name>.prov.json``."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+        self.url = str(self.root)
+        if self.root.exists() and not self.root.is_dir():
+            raise MoraError(f"store {self.url} is not a folder")
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*self._check_key(key).split("/"))
+
+    def _sidecar_path(self, key: str) -> Path:
+        path = self._path(key)
+        return path.with_name(path.name + SIDECAR_SUFFIX)
+
+    def _write_error(self, key: str, exc: OSError) -> MoraError:
+        reason = exc.strerror or type(exc).__name__
+        return MoraError(f"cannot write '{key}' to store {self.url}: {reason}")
+
+    def _commit(self, key: str, fill_data: Callable[[BinaryIO], tuple[str, int]],
+                make_sidecar: Callable[[str, int], bytes]) -> None:
+        """Data into a temp file (giving sha256, size) → sidecar committed → data committed.
+
+        If committing the data fails, the previous sidecar (or none) is put back.
+        """
+        final = self._path(key)
+        side = self._sidecar_path(key)
+        tmp: Path | None = None
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = _temp_beside(final)
+            with os.fdopen(fd, "wb") as f:
+                sha256, size = fill_data(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, FILE_MODE)
+            sidecar = make_sidecar(sha256, size)
+            try:
+                old_sidecar = side.read_bytes()
+            except FileNotFoundError:
+                old_sidecar = None
+            _write_atomic(side, lambda f: f.write(sidecar))
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                try:
+                    if old_sidecar is None:
+                        side.unlink(missing_ok=True)
+                    else:
+                        _write_atomic(side, lambda f: f.write(old_sidecar))
+                except OSError:
+                    pass
+                raise
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise self._write_error(key, exc) from exc
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+
+    # ---- writes -----------------------------------------------------------------------------
+    def _put_bytes(self, key: str, data: bytes, sidecar: bytes, content_type: str) -> None:
+        def fill(f: BinaryIO) -> tuple[str, int]:
+            f.write(data)
+            return "", len(data)
+
+        self._commit(key, fill, lambda _sha, _size: sidecar)
+
+    def _put_file(self, key: str, path: Path, provenance: Provenance) -> None:
+        try:
+            src = open(path, "rb")
+        except OSError as exc:
+            raise MoraError(f"cannot store '{path}': {exc.strerror or exc}") from None
+
+        def fill(f: BinaryIO) -> tuple[str, int]:
+            digest, size = hashlib.sha256(), 0
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                f.write(chunk)
+            return digest.hexdigest(), size
+
+        with src:
+            self._commit(key, fill,
+                         lambda sha, size: self._sidecar_bytes(key, provenance, sha, size)[0])
+
+    # ---- reads ------------------------------------------------------------------------------
+    def _open(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            return open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise self._missing(key) from None
+        except OSError as exc:
+            raise MoraError(f"cannot read '{key}' from store {self.url}: {exc.strerror}") from None
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._open(key) as f:
+            return f.read()
+
+    def download(self, key: str, dest: str | os.PathLike) -> Path:
+        with self._open(key) as src:
+            target = _download_target(key, dest)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _write_atomic(target, lambda f: shutil.copyfileobj(src, f, CHUNK))
+            except OSError as exc:
+                raise MoraError(f"cannot download '{key}' to {target}: {exc.strerror or exc}") from None
+        return target
+
+    @contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        path = self._path(key)
+        if not path.is_file():
+            raise self._missing(key)
+        yield path
+
+    def read_provenance(self, key: str) -> Provenance:
+        side = self._sidecar_path(key)
+        try:
+            raw = side.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            if self.exists(key):
+                raise MoraError(f"artifact '{key}' in store {self.url} has no provenance sidecar") from None
+            raise self._missing(key) from None
+        return self._parse_provenance(key, raw)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        prefix = self._check_prefix(prefix)
+        start = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
+        if not start.is_dir():
+            return []
+        keys = []
+        for dirpath, _dirnames, filenames in os.walk(start):
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                key = name if rel == "." else f"{rel}/{name}"
+                if key.startswith(prefix) and key_problem(key) is None:
+                    keys.append(key)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        path, side = self._path(key), self._sidecar_path(key)
+        try:
+            existed = path.is_file()
+            if existed:
+                path.unlink()
+            side.unlink(missing_ok=True)
+        except OSError as exc:
+            raise MoraError(f"cannot delete '{key}' from store {self.url}: {exc.strerror}") from None
+        if not existed:
+            raise self._missing(key)
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+

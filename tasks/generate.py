@@ -1,0 +1,92 @@
+"""Prefect tasks over the generation agents: cached on their inputs, retried, tagged for GPUs.
+
+Each task loads its agent from the worker's model cache, runs it, writes the result to the
+store with provenance and returns store keys (small, cheap to persist as task results).
+A rerun with the same inputs is served from Prefect's result cache and generates nothing.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from agents.registry import agents_for
+from configs.schema import Profile
+from mora.errors import MoraError
+from storage import open_store
+from tasks import media
+from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
+                             save_image, save_video)
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry infrastructure hiccups, never bad input."""
+    try:
+        state.result()
+    except MoraError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+CACHED = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+ON_GPU = dict(CACHED, tags=["mora", "gpu"], retries=1, retry_delay_seconds=10,
+              retry_condition_fn=_transient)
+
+
+@task(name="enhance-prompt", tags=["mora", "cpu"], retries=2, retry_delay_seconds=5,
+      retry_condition_fn=_transient, **CACHED)
+def enhance_prompt(profile: Profile, prompt: str) -> str:
+    return agents_for(profile).enhancer.enhance(prompt)
+
+
+@task(name="text-to-image", **ON_GPU)
+def text_to_image(profile: Profile, store_url: str, ctx: RunContext, seed: int) -> str:
+    agent = agents_for(profile).text_to_image
+    image = agent(ctx.enhanced_prompt or ctx.prompt, seed)
+    store = open_store(store_url)
+    return save_image(store, image, provenance("image", ctx, seed, [agent.model_ref],
+                                               stage="first_frame"))
+
+
+@task(name="image-to-image", **ON_GPU)
+def image_to_image(profile: Profile, store_url: str, ctx: RunContext, image_key: str,
+                   instruction: str, seed: int) -> str:
+    agent = agents_for(profile).image_to_image
+    store = open_store(store_url)
+    image = agent(load_image(store, image_key), instruction, seed)
+    return save_image(store, image, provenance("image", ctx, seed, [agent.model_ref],
+                                               [image_key], stage="edit",
+                                               instruction=instruction))
+
+
+@task(name="image-to-video", **ON_GPU)
+def image_to_video(profile: Profile, store_url: str, ctx: RunContext, image_key: str,
+                   seed: int, segment: int = 0) -> VideoArtifact:
+    agent = agents_for(profile).image_to_video
+    store = open_store(store_url)
+    frames = agent(load_image(store, image_key), ctx.enhanced_prompt or ctx.prompt, seed)
+    return save_video(store, media.images_to_array(frames), float(profile.image_to_video.fps),
+                      provenance("video", ctx, seed, [agent.model_ref], [image_key],
+                                 stage="clip", segment=segment))
+
+
+@task(name="last-frame", tags=["mora", "cpu"], **CACHED)
+def last_frame(profile: Profile, store_url: str, ctx: RunContext, video: VideoArtifact) -> str:
+    """The clip's final frame as an image: where the next segment starts."""
+    store = open_store(store_url)
+    frames, _ = load_frames(store, video.frames_key)
+    return save_image(store, media.array_to_image(frames[-1]),
+                      provenance("image", ctx, parents=[video.frames_key], stage="last_frame"))
+
+
+@task(name="join-clips", tags=["mora", "cpu"], retries=2, retry_delay_seconds=5,
+      retry_condition_fn=_transient, **CACHED)
+def join_clips(profile: Profile, store_url: str, ctx: RunContext,
+               clips: list[VideoArtifact]) -> VideoArtifact:
+    store = open_store(store_url)
+    frames = media.join_clips([load_frames(store, c.frames_key)[0] for c in clips])
+    return save_video(store, frames, clips[0].fps,
+                      provenance("video", ctx, parents=[c.frames_key for c in clips],
+                                 stage="final", segments=len(clips)))

@@ -1,0 +1,133 @@
+"""Frames, images and videos as bytes: PNG, lossless frame archives (.npz), playable mp4.
+
+Stages hand frames to each other losslessly (PNG for images, ``.npz`` for clips); the mp4 is
+the playable rendition for people. Everything here is pure: bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mora.errors import MoraError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+MAX_FRAMES = 10_000
+
+
+def images_to_array(images: list["Image"]) -> np.ndarray:
+    """A list of PIL images → T×H×W×3 uint8."""
+    return np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
+
+
+def array_to_image(frame: np.ndarray) -> "Image":
+    from PIL import Image
+
+    return Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB")
+
+
+def png_bytes(image: "Image") -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read_image(data: bytes, name: str = "image") -> "Image":
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise MoraError(f"{name} is not a readable image ({exc.__class__.__name__})") from None
+    return image.convert("RGB")
+
+
+def frames_npz(frames: np.ndarray, fps: float) -> bytes:
+    check_frames(frames)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, frames=frames, fps=np.float64(fps))
+    return buffer.getvalue()
+
+
+def read_frames_npz(data: bytes) -> tuple[np.ndarray, float]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        return archive["frames"], float(archive["fps"])
+
+
+def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
+    """H.264 yuv420p: plays in browsers and players (sizes are padded to even numbers)."""
+    import imageio.v3 as iio
+
+    check_frames(frames)
+    _, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return iio.imwrite("<bytes>", frames, extension=".mp4", fps=fps, codec="libx264",
+                       macro_block_size=1, quality=8)
+
+
+def decode_video(data: bytes, suffix: str, name: str = "video") -> tuple[np.ndarray, float]:
+    """Decode a video file's bytes → (T×H×W×3 uint8 frames, fps)."""
+    import imageio.v3 as iio
+
+    if suffix == ".npz":
+        try:
+            return read_frames_npz(data)
+        except (ValueError, KeyError, OSError) as exc:
+            raise MoraError(f"{name} is not a frame archive ({exc.__class__.__name__})") from None
+    try:
+        meta = iio.immeta(data, extension=suffix)
+        frames = iio.imread(data, extension=suffix)
+    except Exception as exc:  # imageio raises many types for a damaged or foreign file
+        raise MoraError(f"{name} is not a readable video ({str(exc).splitlines()[0][:120]})") from None
+    frames = np.asarray(frames)
+    if frames.ndim == 3:  # a single frame
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[0] == 0:
+        raise MoraError(f"{name} has no frames")
+    frames = frames[..., :3].astype(np.uint8, copy=False)
+    fps = float(meta.get("fps") or 8.0)
+    return frames, fps
+
+
+def check_frames(frames: np.ndarray) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise MoraError(f"frames must be T×H×W×3 uint8, got {frames.shape} {frames.dtype}")
+    if not 1 <= frames.shape[0] <= MAX_FRAMES:
+        raise MoraError(f"a video needs 1 to {MAX_FRAMES} frames, got {frames.shape[0]}")
+
+
+def contact_sheet(frames: np.ndarray, columns: int = 8, max_frames: int = 16) -> "Image":
+    """Evenly spaced frames tiled in a grid: the preview of a video in one image."""
+    picks = np.linspace(0, len(frames) - 1, num=min(max_frames, len(frames))).round().astype(int)
+    tiles = frames[picks]
+    columns = min(columns, len(tiles))
+    rows = -(-len(tiles) // columns)
+    _, h, w, _ = tiles.shape
+    sheet = np.full((rows * h, columns * w, 3), 255, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+    return array_to_image(sheet)
+
+
+def conform(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize every frame to height×width (no-op when it already is)."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    from PIL import Image
+
+    return np.stack([np.asarray(array_to_image(f).resize((width, height), Image.BICUBIC))
+                     for f in frames])
+
+
+def join_clips(clips: list[np.ndarray]) -> np.ndarray:
+    """Concatenate clips of one size in time order."""
+    return np.concatenate(clips)

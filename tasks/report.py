@@ -1,0 +1,53 @@
+"""What a run shows on its Prefect page: previews for reviewers and a result artifact."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from storage import open_store
+from tasks import media
+from tasks.artifacts import RunContext, VideoArtifact, load_frames, provenance, save_image
+
+
+def _row(name: str, value: object) -> str:
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    return f"| {name} | {text} |"
+
+
+@task(name="contact-sheet", tags=["mora", "cpu"])
+def contact_sheet(store_url: str, ctx: RunContext, video: VideoArtifact) -> str:
+    """A grid of evenly spaced frames: a video's preview as one image."""
+    store = open_store(store_url)
+    frames, _ = load_frames(store, video.frames_key)
+    return save_image(store, media.contact_sheet(frames),
+                      provenance("preview", ctx, parents=[video.frames_key], stage="preview"))
+
+
+def image_markdown(store_url: str, key: str, title: str) -> str:
+    store = open_store(store_url)
+    link = store.uri(key)
+    shown = f"![{title}]({link})\n\n" if link.startswith(("http://", "https://")) else ""
+    return f"{shown}**{title}**: `{link}`"
+
+
+@task(name="publish-result", tags=["mora", "cpu"])
+def publish_result(store_url: str, ctx: RunContext, video: VideoArtifact, preview_key: str,
+                   extra: dict[str, object] | None = None) -> str:
+    """A markdown artifact on the run page: the preview, where the video is, its provenance."""
+    store = open_store(store_url)
+    prov = store.read_provenance(video.mp4_key)
+    rows = [
+        _row("video (mp4)", f"`{store.uri(video.mp4_key)}`"),
+        _row("frames (lossless)", f"`{video.frames_key}`"),
+        _row("frames × size @ fps", f"{video.num_frames} × {video.width}x{video.height} @ {video.fps:g}"),
+        _row("SOP", ctx.sop), _row("profile", ctx.profile), _row("prompt", ctx.prompt),
+        _row("enhanced prompt", ctx.enhanced_prompt), _row("flow run", prov.flow_run_id),
+        _row("parents", ", ".join(f"`{p}`" for p in prov.parents)),
+    ]
+    rows += [_row(k, v) for k, v in (extra or {}).items()]
+    markdown = "\n".join([f"## {ctx.sop}", "", image_markdown(store_url, preview_key, "contact sheet"),
+                          "", "| field | value |", "|---|---|", *rows])
+    create_markdown_artifact(markdown=markdown, key=f"{ctx.sop}-result",
+                             description=f"{ctx.sop} output")
+    return markdown

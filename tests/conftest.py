@@ -1,0 +1,48 @@
+"""Test session set-up: an isolated MORA_HOME and Prefect home, one Prefect test server for all.
+
+The tiny model zoo is built once per session into a temporary MORA_HOME; flows run against a
+single `prefect_test_harness` server (starting one costs ~10 s).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="mora-tests-"))
+os.environ["MORA_HOME"] = str(_SESSION_DIR / "mora-home")
+os.environ["PREFECT_HOME"] = str(_SESSION_DIR / "prefect-home")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# Tests only: the task-run recorder's SQLite writes and the heartbeat thread cost seconds per run.
+os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED"] = "false"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("MORA_STORE", None)
+
+from tests.s3server import s3_server, s3_store_url  # noqa: E402,F401  (re-exported fixtures)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server for the whole session."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo():
+    from agents.tiny import build_tiny_zoo
+
+    return build_tiny_zoo()
+
+
+@pytest.fixture
+def local_store(tmp_path) -> str:
+    return str(tmp_path / "store")
