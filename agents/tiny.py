@@ -121,6 +121,10 @@ def _build_and_install(name: str, target: Path) -> None:
     """Build into a temporary sibling, mark it complete, then rename it into place (caller holds the lock)."""
     root = target.parent
     root.mkdir(parents=True, exist_ok=True)
+    # Builds only happen under the lock, so any earlier temporary sibling is a leftover of a
+    # process that died mid-build: clear it.
+    for stale in list(root.glob(f".{name}.build-*")) + list(root.glob(f".{name}.old-*")):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.build-", dir=root))
     try:
         pipe = build_tiny_pipeline(name)

@@ -8,8 +8,9 @@ Two descriptors, both computed on small thumbnails so a 16-frame video costs a f
   few pixels (an 8 px shift at 256 px is 1/8 of a fine cell) and sensitive to changes of shape
   and texture layout.
 * **colour layout** (stands in for CLIP, used for background consistency): a 16x16 thumbnail in
-  CIE Lab, each channel minus its frame mean.  It sees where colours and brightness sit in the
-  frame, not global exposure shifts.
+  CIE Lab, each channel minus its frame mean, plus the frame's mean colour (relative to
+  mid-grey) at a quarter weight.  It sees mostly where colours and brightness sit in the frame,
+  and to a lesser degree global colour / exposure changes.
 
 Both vectors are centred (so frames without structure correlate near 0, not near 1 as any
 non-negative histogram would) and carry one constant "bias" component of a fixed, small
@@ -29,14 +30,18 @@ STRUCTURE_GRIDS = (8, 4)
 LAYOUT_SIZE = 16
 # Bias magnitudes, in the units of one feature component (RMS over the vector):
 # gradient-histogram sqrt units and Lab units respectively.
-_STRUCTURE_BIAS_RMS = 0.5
+_STRUCTURE_BIAS_RMS = 0.1
 _LAYOUT_BIAS_RMS = 1.0
+_LAYOUT_GLOBAL_WEIGHT = 0.25
 
 STRUCTURE_DESCRIPTION = (
     "HOG-style structure features (9-bin gradient-orientation histograms in 8x8 and 4x4 cells "
     "of a 64x64 grey thumbnail, centred)"
 )
-LAYOUT_DESCRIPTION = "colour-layout features (16x16 CIE Lab thumbnail, each channel centred on its frame mean)"
+LAYOUT_DESCRIPTION = (
+    "colour-layout features (16x16 CIE Lab thumbnail centred on its frame mean, plus the mean colour "
+    "at quarter weight)"
+)
 
 
 def _with_bias(vec: np.ndarray, rms: float) -> np.ndarray:
@@ -47,31 +52,40 @@ def _with_bias(vec: np.ndarray, rms: float) -> np.ndarray:
 def structure_feature(frame: np.ndarray, bias: bool = True) -> np.ndarray:
     """HOG-style feature of one RGB uint8 frame (1D float64; with the bias component if ``bias``)."""
     gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    thumb = cv2.resize(gray, (STRUCTURE_SIZE, STRUCTURE_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    s = STRUCTURE_SIZE
+    thumb = cv2.resize(gray, (s, s), interpolation=cv2.INTER_AREA).astype(np.float32)
     gx = cv2.Sobel(thumb, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(thumb, cv2.CV_32F, 0, 1, ksize=3)
-    mag = np.sqrt(gx * gx + gy * gy)
-    ang = np.mod(np.arctan2(gy, gx), np.pi)  # unsigned orientation in [0, pi)
+    mag, ang = cv2.cartToPolar(gx, gy)  # angle in [0, 2*pi)
+    ang = np.mod(ang, np.pi)  # unsigned orientation
     bins = np.minimum((ang * (STRUCTURE_BINS / np.pi)).astype(np.int64), STRUCTURE_BINS - 1)
-    # per-pixel one-hot (magnitude-weighted) orientation channels: S x S x bins
-    chan = np.zeros((STRUCTURE_SIZE, STRUCTURE_SIZE, STRUCTURE_BINS), dtype=np.float64)
-    np.put_along_axis(chan, bins[..., None], mag[..., None].astype(np.float64), axis=2)
+    weights = mag.astype(np.float64).ravel()
     parts = []
     for grid in STRUCTURE_GRIDS:
-        cell = STRUCTURE_SIZE // grid
-        hist = chan.reshape(grid, cell, grid, cell, STRUCTURE_BINS).sum(axis=(1, 3)) / (cell * cell)
-        parts.append(np.sqrt(hist).ravel())
+        cell = s // grid
+        cell_of = np.arange(s) // cell
+        index = (cell_of[:, None] * grid + cell_of[None, :]) * STRUCTURE_BINS + bins
+        hist = np.bincount(index.ravel(), weights=weights, minlength=grid * grid * STRUCTURE_BINS)
+        parts.append(np.sqrt(hist / (cell * cell)))
     vec = np.concatenate(parts)
     vec = vec - vec.mean()
     return _with_bias(vec, _STRUCTURE_BIAS_RMS) if bias else vec
 
 
 def layout_feature(frame: np.ndarray, bias: bool = True) -> np.ndarray:
-    """Colour-layout feature of one RGB uint8 frame (1D float64; with the bias component if ``bias``)."""
+    """Colour-layout feature of one RGB uint8 frame (1D float64; with the bias component if ``bias``).
+
+    16x16x3 centred Lab cells, then the frame's mean Lab colour relative to mid-grey
+    ``(L-50, a, b)`` weighted by ``_LAYOUT_GLOBAL_WEIGHT * 16`` (so it weighs like a quarter of
+    the colour deviation spread over all cells): a global colour or exposure change lowers the
+    similarity, but the spatial layout dominates.
+    """
     thumb = cv2.resize(frame, (LAYOUT_SIZE, LAYOUT_SIZE), interpolation=cv2.INTER_AREA)
-    lab = cv2.cvtColor(thumb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab).astype(np.float64)
-    lab = lab - lab.reshape(-1, 3).mean(axis=0)
-    vec = lab.ravel()
+    lab = cv2.cvtColor(thumb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab).astype(np.float64).reshape(-1, 3)
+    mean = lab.mean(axis=0)
+    centred = (lab - mean).ravel()
+    glob = (mean - np.array([50.0, 0.0, 0.0])) * (_LAYOUT_GLOBAL_WEIGHT * LAYOUT_SIZE)
+    vec = np.concatenate([centred, glob])
     return _with_bias(vec, _LAYOUT_BIAS_RMS) if bias else vec
 
 

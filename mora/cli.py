@@ -129,23 +129,32 @@ def list_models() -> None:
     out.print(table)
 
 
+def _click_exceptions():
+    try:  # typer >= 0.26 vendors click
+        from typer._click import exceptions
+    except ImportError:  # older typer runs on click itself
+        from click import exceptions
+    return exceptions
+
+
 def main() -> None:
     """Console entry point: user errors become one `error:` line and exit code 2."""
-    import click
-
+    click = _click_exceptions()
     try:
         app(standalone_mode=False)
     except MoraError as exc:
-        console.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(2)
-    except click.UsageError as exc:
-        console.print(f"error: {exc.format_message()}", markup=False, highlight=False)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        console.print("error: aborted", markup=False, highlight=False)
-        sys.exit(130)
-    except click.exceptions.Exit as exc:
+        _fail(str(exc), 2)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except click.Abort:
+        _fail("aborted", 130)
+    except click.Exit as exc:
         sys.exit(exc.exit_code)
+
+
+def _fail(message: str, code: int) -> None:
+    console.print(f"error: {' '.join(message.split())}", markup=False, highlight=False)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

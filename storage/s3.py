@@ -41,6 +41,21 @@ _DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
 _MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
 
 
+_loader_lock = threading.Lock()
+_loader: Any = None
+
+
+def _shared_loader() -> Any:
+    """One botocore data loader (it caches the parsed service models) for all stores."""
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            from botocore.loaders import create_loader
+
+            _loader = create_loader()
+        return _loader
+
+
 def _clean_endpoint(url: str | None) -> str:
     """The endpoint without any user:password@ part (never show credentials)."""
     if not url:
@@ -89,6 +104,17 @@ class S3Store(Store):
         self._client: Any = None
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        # Picklable (Prefect may hash or ship a store): the client and lock are remade.
+        state = self.__dict__.copy()
+        state["_client"] = None
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # ---- client and errors ------------------------------------------------------------------
     @property
     def client(self) -> Any:
@@ -101,6 +127,7 @@ class S3Store(Store):
 
     def _make_client(self) -> Any:
         import boto3
+        import botocore.session
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError
 
@@ -110,8 +137,12 @@ class S3Store(Store):
             read_timeout=self._read_timeout,
         )
         try:
-            # A session of its own: boto3's default session is not safe to share across threads.
-            session = boto3.session.Session()
+            # A session of its own (boto3's default session is not safe to share across
+            # threads, and a fresh one reads the environment as it is now), sharing one loader
+            # of botocore's model files: that makes a client in ~25 ms instead of ~250 ms.
+            core = botocore.session.get_session()
+            core.register_component("data_loader", _shared_loader())
+            session = boto3.session.Session(botocore_session=core)
             return session.client("s3", endpoint_url=self._endpoint_url, config=config)
         except (BotoCoreError, ValueError) as exc:
             raise MoraError(f"cannot set up S3 for store {self.url}: {exc}") from None

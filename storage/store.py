@@ -47,6 +47,8 @@ _CONTENT_TYPES = {
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",
     ".parquet": "application/vnd.apache.parquet",
+    ".npz": "application/x-npz",
+    ".npy": "application/x-npy",
     ".safetensors": "application/octet-stream",
     ".pt": "application/octet-stream",
     ".bin": "application/octet-stream",
@@ -364,7 +366,8 @@ def parse_store_url(url: object) -> tuple[str, dict]:
         problem = bucket_problem(netloc)
         if problem:
             raise bad(problem)
-        prefix = unquote(parts.path).strip("/")
+        # Taken literally, as the AWS CLI does: s3://b/a%20b is the prefix "a%20b".
+        prefix = parts.path.strip("/")
         problem = s3_prefix_problem(prefix)
         if problem:
             raise bad(problem)

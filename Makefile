@@ -1,0 +1,36 @@
+# Set-up is part of every target: a fresh clone needs only `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PROMPT ?= a red fox running through fresh snow, golden hour
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mora-installed
+
+.PHONY: setup demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/mora models build-tiny
+
+demo: setup
+	mkdir -p out
+	HF_HUB_OFFLINE=1 $(BIN)/mora t2v "$(PROMPT)" --segments 2 --out out/t2v-demo.mp4
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration"
+
+bench: setup
+	$(BIN)/python benchmarks/bench_t2v_overhead.py
+
+clean:
+	rm -rf $(VENV) out mora-store
