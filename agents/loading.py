@@ -31,6 +31,8 @@ class Runtime:
         device = profile.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if profile.threads is not None and torch.get_num_threads() != profile.threads:
+            torch.set_num_threads(profile.threads)  # process-wide: one profile per worker
         dtype = profile.dtype
         if device == "cpu" and dtype == "float16":
             dtype = "float32"  # half-precision kernels are missing or very slow on CPU

@@ -67,6 +67,8 @@ class Profile(_Strict):
     description: str = ""
     dtype: Dtype = "float32"
     device: Device = "auto"
+    threads: PositiveInt | None = Field(default=None, description="torch CPU threads (None: "
+                                        "torch's default); 1 keeps tiny models fast on busy CPUs")
     prompt: PromptSpec = PromptSpec()
     text_to_image: PipelineSpec
     image_to_image: PipelineSpec

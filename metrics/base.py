@@ -88,7 +88,7 @@ def check_frames(frames: Any, name: str = "frames", min_frames: int = 1) -> np.n
         raise ValueError(f"{name} needs at least {min_frames} frame(s), got {frames.shape[0]}")
     if frames.shape[1] < 8 or frames.shape[2] < 8:
         raise ValueError(f"{name} frames are too small ({frames.shape[1]}x{frames.shape[2]}); need at least 8x8")
-    return frames
+    return np.ascontiguousarray(frames)
 
 
 def check_fps(fps: Any) -> float:
