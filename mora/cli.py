@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from mora.cli_review import review_app, run_with_terminal_review
 from mora.errors import MoraError
 from mora.settings import default_profile
 
@@ -18,6 +19,7 @@ app = typer.Typer(help="Mora: multi-agent video generation as Prefect workflows.
 models_app = typer.Typer(help="The offline tiny model zoo and the models profiles name.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(review_app, name="review")
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -63,6 +65,8 @@ def t2v(
     profile: Optional[str] = ProfileOpt,
     store: Optional[str] = StoreOpt,
     seed: int = SeedOpt,
+    review: str = typer.Option("auto", "--review", help="auto: never pause; ask: pause after "
+                               "each stage and ask here (or answer with `mora review`)"),
 ) -> None:
     """Text-to-video: enhance → first frame → image-to-video, SEGMENTS times."""
     from agents.base import check_text
@@ -73,14 +77,42 @@ def t2v(
     out_path = _checked_out_path(out_file)
     profile_name, store_url, _ = _common(profile, store, seed)
 
-    with console.status(f"text-to-video on profile '{profile_name}' ({segments} segment(s))…"):
-        from flows.text_to_video import text_to_video
+    policy = _review_policy(review)
+    from flows.text_to_video import text_to_video
 
-        result = text_to_video(prompt=prompt, segments=segments, profile=profile_name,
-                               store=store_url, seed=seed)
+    result = _run_flow(lambda: text_to_video(prompt=prompt, segments=segments,
+                                             profile=profile_name, store=store_url, seed=seed,
+                                             review=policy),
+                       f"text-to-video on profile '{profile_name}' ({segments} segment(s))", policy)
     _report_video(result.store, result.video.mp4_key, out_path,
                   f"{result.video.num_frames} frames, {result.video.width}x"
                   f"{result.video.height} @ {result.video.fps:g} fps")
+
+
+def _review_policy(mode: str):
+    from tasks.review import ReviewPolicy
+
+    if mode not in ("auto", "ask"):
+        raise MoraError(f"--review must be auto or ask, got '{mode}'")
+    return ReviewPolicy(mode=mode, poll_interval_s=1)
+
+
+def _run_flow(start, what: str, policy):
+    """Run a flow call; with review=ask, answer its pauses on this terminal."""
+    if policy.mode == "auto":
+        with console.status(f"{what}…"):
+            return start()
+    import uuid
+
+    import prefect
+
+    tag = f"mora-cli-{uuid.uuid4().hex[:12]}"
+
+    def tagged():
+        with prefect.tags(tag):
+            return start()
+
+    return run_with_terminal_review(tagged, tag, interactive=sys.stdin.isatty())
 
 
 def _report_video(store_url: str, key: str, out_path: Optional[Path], summary: str) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (create_markdown_artifact, create_progress_artifact,
+                               update_progress_artifact)
 
 from storage import open_store
 from tasks import media
@@ -51,3 +52,18 @@ def publish_result(store_url: str, ctx: RunContext, video: VideoArtifact, previe
     create_markdown_artifact(markdown=markdown, key=f"{ctx.sop}-result",
                              description=f"{ctx.sop} output")
     return markdown
+
+
+class SegmentProgress:
+    """A progress artifact on the run page for work done segment by segment."""
+
+    def __init__(self, sop: str, total: int):
+        self.sop, self.total = sop, total
+        self.artifact_id = create_progress_artifact(progress=0.0, description=self._say(0))
+
+    def done(self, finished: int) -> None:
+        update_progress_artifact(self.artifact_id, progress=100.0 * finished / self.total,
+                                 description=self._say(finished))
+
+    def _say(self, finished: int) -> str:
+        return f"{self.sop}: {finished} of {self.total} segment(s) generated"

@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from prefect.input import RunInput
 
+from mora.errors import MoraError
+
 ReviewMode = Literal["auto", "ask"]
 
 
@@ -24,7 +26,7 @@ class ReviewPolicy(BaseModel):
                              "each stage for a reviewer")
     max_tries: int = Field(default=3, ge=1, le=10, description="generations per stage, the "
                            "first one included")
-    timeout_s: int = Field(default=3600, ge=5, le=7 * 24 * 3600,
+    timeout_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600,
                            description="how long a pause waits for an answer")
     on_timeout: Literal["approve", "fail"] = Field(default="fail", description="what an "
                                                    "unanswered pause does")
@@ -47,7 +49,7 @@ class ReviewDecision(RunInput):
         return self
 
 
-class ReviewTimedOut(Exception):
+class ReviewTimedOut(MoraError):
     pass
 
 
@@ -66,16 +68,129 @@ def human_review(stage: str, attempt: int, preview_markdown: str,
         return pause_flow_run(
             wait_for_input=ReviewDecision.with_initial_data(
                 description=f"### Review: {stage} (try {attempt} of "
-                                        f"{policy.max_tries})\n\n{preview_markdown}"),
+                            f"{policy.max_tries})\n\n{preview_markdown}"),
             timeout=policy.timeout_s,
             poll_interval=policy.poll_interval_s,
             key=f"review-{stage}-{attempt}",  # a reused key would skip the pause
         )
     except FlowPauseTimeout:
-        if policy.on_timeout == "approve":
-            return ReviewDecision(action="approve")
-        raise ReviewTimedOut(f"review of {stage} got no answer within {policy.timeout_s} s") from None
+        if policy.on_timeout == "fail":
+            raise ReviewTimedOut(f"review of {stage} got no answer within {policy.timeout_s} s "
+                                 "(on_timeout=fail)") from None
+        _resume_self()
+        return ReviewDecision(action="approve")
+
+
+def _resume_self() -> None:
+    """An unanswered pause that the policy approves: put this run back to Running."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.states import Running
+
+    run_id = FlowRunContext.get().flow_run.id
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, Running(message="review timed out: approved by policy"),
+                                  force=True)
 
 
 def reviewer(policy: ReviewPolicy):
     return human_review if policy.mode == "ask" else auto_review
+
+
+# --- Answering a pause from outside the run (the CLI's `mora review`, scripts, tests) ---------
+
+class PendingReview(BaseModel):
+    flow_run_id: str
+    flow_run_name: str
+    paused_since: str | None = None
+    description: str = ""
+
+
+def pending_reviews(tag: str | None = None, limit: int = 50) -> list[PendingReview]:
+    """Flow runs paused for a review (optionally only those tagged ``tag``), newest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterState,
+                                                FlowRunFilterStateName, FlowRunFilterTags)
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused"])),
+                tags=FlowRunFilterTags(all_=[tag]) if tag else None),
+            sort=FlowRunSort.START_TIME_DESC, limit=limit)
+        reviews = [_pending(client, run) for run in runs if _is_review(run)]
+        return [review for review in reviews if review is not None]
+
+
+def pending_review(flow_run_id: str, wait_s: float = 10.0) -> PendingReview:
+    """The review a run waits for; a run that is pausing right now gets ``wait_s`` to finish."""
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + wait_s
+    with get_client(sync_client=True) as client:
+        while True:
+            run = _read_run(client, flow_run_id)
+            if not (run.state and run.state.is_paused() and _is_review(run)):
+                state = run.state.name if run.state else "unknown"
+                raise MoraError(f"flow run {flow_run_id} is not waiting for a review "
+                                f"(state: {state})")
+            review = _pending(client, run)
+            if review is not None:
+                return review
+            if time.monotonic() > deadline:
+                raise MoraError(f"flow run {flow_run_id} is pausing but its review form is not "
+                                "saved yet; try again")
+            time.sleep(0.2)
+
+
+def answer_review(flow_run_id: str, decision: ReviewDecision) -> None:
+    """Resume a paused run with the reviewer's decision (what the UI's Resume form does)."""
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    pending_review(flow_run_id)  # a clear error for unknown or running runs
+    try:
+        resume_flow_run(_uuid(flow_run_id), run_input=decision.model_dump(mode="json"))
+    except (NotPausedError, FlowPauseTimeout, RuntimeError) as exc:
+        raise MoraError(f"cannot resume flow run {flow_run_id}: {exc}") from None
+
+
+def _is_review(run) -> bool:
+    return str(run.state.state_details.pause_key or "").startswith("review-")
+
+
+def _pending(client, run) -> PendingReview | None:
+    """None while the run is still saving its form (the description is written last)."""
+    import json
+
+    from prefect.exceptions import ObjectNotFound
+    from prefect.input.run_input import keyset_from_paused_state
+
+    try:
+        raw = client.read_flow_run_input(run.id, keyset_from_paused_state(run.state)["description"])
+    except ObjectNotFound:
+        return None
+    description = json.loads(raw)
+    return PendingReview(flow_run_id=str(run.id), flow_run_name=run.name,
+                         paused_since=str(run.state.timestamp), description=description)
+
+
+def _read_run(client, flow_run_id: str):
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_flow_run(_uuid(flow_run_id))
+    except ObjectNotFound:
+        raise MoraError(f"no flow run {flow_run_id}") from None
+
+
+def _uuid(flow_run_id: str):
+    from uuid import UUID
+
+    try:
+        return UUID(str(flow_run_id))
+    except ValueError:
+        raise MoraError(f"'{flow_run_id}' is not a flow run id") from None

@@ -99,3 +99,23 @@ def test_s3_and_local_stores_hold_the_same_artifacts(local_store, s3_store_url):
         assert disk.get_bytes(a) == s3.get_bytes(b)
         pa, pb = disk.read_provenance(a), s3.read_provenance(b)
         assert (pa.sha256, pa.seed, pa.prompt, pa.models) == (pb.sha256, pb.seed, pb.prompt, pb.models)
+
+
+def test_run_page_shows_result_and_progress_artifacts(local_store):
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    result = text_to_video(prompt="a hot air balloon", segments=3, store=local_store, seed=9)
+    run_id = open_store(local_store).read_provenance(result.video.mp4_key).flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)])))
+    by_type = {a.type: a for a in artifacts}
+    assert by_type["progress"].data == 100.0
+    assert by_type["progress"].description == "text-to-video: 3 of 3 segment(s) generated"
+    markdown = by_type["markdown"].data
+    assert by_type["markdown"].key == "text-to-video-result"
+    assert result.video.mp4_key in markdown and "contact sheet" in markdown
+    assert "27 × 64x64 @ 8" in markdown and "a hot air balloon" in markdown

@@ -1,0 +1,110 @@
+"""`mora review …`: answer paused runs through the Prefect API, and the terminal reviewer that
+`mora t2v --review ask` uses to answer its own run's pauses on stdin."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.prompt import Prompt
+
+review_app = typer.Typer(help="Answer flow runs paused for a human review (paper A.4).",
+                         no_args_is_help=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+RunArg = typer.Argument(..., help="flow run id (see `mora review list`)")
+
+
+def _answer(run: str, **decision: Any) -> None:
+    from tasks.review import ReviewDecision, answer_review
+
+    answer_review(run, ReviewDecision(**decision))
+    out.print(f"{decision['action']}: flow run {run} resumed")
+
+
+@review_app.command("list")
+def list_reviews() -> None:
+    """Runs waiting for a review, newest first."""
+    from tasks.review import pending_reviews
+
+    reviews = pending_reviews()
+    if not reviews:
+        out.print("no flow run is waiting for a review")
+    for review in reviews:
+        title = review.description.splitlines()[0].lstrip("# ") if review.description else ""
+        out.print(f"{review.flow_run_id}  {review.flow_run_name}  {title}")
+
+
+@review_app.command("show")
+def show(run: str = RunArg) -> None:
+    """What a paused run asks about: the stage, the try, the preview."""
+    from tasks.review import pending_review
+
+    review = pending_review(run)
+    out.print(f"flow run {review.flow_run_id} ({review.flow_run_name}), paused since "
+              f"{review.paused_since}")
+    out.print(review.description, markup=False)
+
+
+@review_app.command("approve")
+def approve(run: str = RunArg) -> None:
+    """Accept the stage and go on."""
+    _answer(run, action="approve")
+
+
+@review_app.command("regenerate")
+def regenerate(run: str = RunArg) -> None:
+    """Redo the stage with a new seed."""
+    _answer(run, action="regenerate")
+
+
+@review_app.command("edit")
+def edit(run: str = RunArg,
+         instruction: str = typer.Argument(..., help="what image-to-image should change")) -> None:
+    """Edit the first frame with image-to-image, then review it again."""
+    from agents.base import check_text
+
+    _answer(run, action="edit", instruction=check_text("instruction", instruction))
+
+
+def run_with_terminal_review(start: Callable[[], Any], tag: str, interactive: bool) -> Any:
+    """Run ``start()`` (a flow call tagged ``tag``) in a thread; answer its pauses here."""
+    from tasks.review import ReviewDecision, answer_review, pending_reviews
+
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = start()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    told: set[tuple[str, str]] = set()
+    while thread.is_alive():
+        thread.join(0.5)
+        for review in pending_reviews(tag=tag) if thread.is_alive() else []:
+            marker = (review.flow_run_id, review.description)
+            if marker in told:
+                continue
+            told.add(marker)
+            err.print(review.description, markup=False)
+            if not interactive:
+                err.print(f"waiting for a reviewer: `mora review approve {review.flow_run_id}` "
+                          "(or regenerate / edit), or the Prefect UI")
+                continue
+            action = Prompt.ask("review", choices=["approve", "regenerate", "edit"],
+                                default="approve", console=err)
+            instruction = Prompt.ask("instruction", console=err) if action == "edit" else None
+            answer_review(review.flow_run_id,
+                          ReviewDecision(action=action, instruction=instruction))
+            time.sleep(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]

@@ -1,0 +1,137 @@
+"""Human review: a real flow run pauses under the Prefect test server and is answered through
+the same client calls `mora review` uses (approve, regenerate up to the limit, edit, timeouts)."""
+
+import threading
+import time
+
+import pytest
+from pydantic import ValidationError
+
+from flows.stages import ReviewLimitReached
+from flows.text_to_video import text_to_video
+from mora.errors import MoraError
+from storage import open_store
+from tasks.review import (ReviewDecision, ReviewPolicy, ReviewTimedOut, answer_review,
+                          pending_review, pending_reviews)
+
+pytestmark = pytest.mark.usefixtures("prefect_server", "tiny_zoo")
+
+ASK = ReviewPolicy(mode="ask", poll_interval_s=1, timeout_s=120)
+
+
+class FlowThread(threading.Thread):
+    def __init__(self, **params):
+        super().__init__(daemon=True)
+        self.params, self.result, self.error = params, None, None
+
+    def run(self):
+        try:
+            self.result = text_to_video(**self.params)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+
+_answered: set[str] = set()
+
+
+def next_pause(timeout=90.0):
+    """The next review pause no test has answered yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for review in pending_reviews():
+            if review.flow_run_id not in _answered:
+                return review
+        time.sleep(0.3)
+    raise AssertionError("no flow run paused for review")
+
+
+def answer(review, **decision):
+    _answered.add(review.flow_run_id)
+    answer_review(review.flow_run_id, ReviewDecision(**decision))
+    _wait_running(review.flow_run_id)
+
+
+def _wait_running(run_id, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pending_review(run_id)
+        except MoraError:
+            _answered.discard(run_id)
+            return
+        time.sleep(0.2)
+
+
+def test_approve_each_stage(local_store):
+    run = FlowThread(prompt="a kite over a beach", segments=2, store=local_store, seed=3,
+                     review=ASK)
+    run.start()
+    first = next_pause()
+    assert "first-frame (try 1 of 3)" in first.description
+    frame_path = first.description.split("`")[1]
+    assert open_store(local_store).uri(frame_path.split(local_store + "/")[1]) == frame_path
+    answer(first, action="approve")
+    for segment in (1, 2):
+        pause = next_pause()
+        assert f"segment-{segment} (try 1 of 3)" in pause.description
+        assert "segment" in pause.description and ".png" in pause.description
+        answer(pause, action="approve")
+    run.join(60)
+    assert run.error is None and run.result.video.num_frames == 18
+
+
+def test_regenerate_uses_new_seeds_then_stops_at_the_limit(local_store):
+    policy = ASK.model_copy(update={"max_tries": 2})
+    run = FlowThread(prompt="a tram in the rain", store=local_store, seed=40, review=policy)
+    run.start()
+    answer(next_pause(), action="regenerate")
+    second = next_pause()
+    assert "(try 2 of 2)" in second.description
+    answer(second, action="regenerate")
+    run.join(60)
+    assert isinstance(run.error, ReviewLimitReached)
+    assert str(run.error) == "first frame was not approved after 2 tries; stopping"
+    store = open_store(local_store)
+    seeds = sorted(store.read_provenance(k).seed for k in store.list("image/"))
+    assert seeds == [40, 41]  # the first try and one regeneration; no video was made
+    assert store.list("video/") == []
+
+
+def test_edit_applies_image_to_image_to_the_first_frame(local_store):
+    run = FlowThread(prompt="a castle on a hill", store=local_store, seed=8, review=ASK)
+    run.start()
+    answer(next_pause(), action="edit", instruction="make it night")
+    again = next_pause()
+    assert "(try 2 of 3)" in again.description
+    answer(again, action="approve")
+    answer(next_pause(), action="approve")
+    run.join(60)
+    assert run.error is None
+    store = open_store(local_store)
+    edited = store.read_provenance(run.result.first_frame_key)
+    assert edited.params["stage"] == "edit" and edited.params["instruction"] == "make it night"
+    original = store.read_provenance(edited.parents[0])
+    assert original.params["stage"] == "first_frame" and original.seed == 8
+
+
+def test_timeout_policy_approve_goes_on(local_store):
+    policy = ASK.model_copy(update={"timeout_s": 2, "on_timeout": "approve"})
+    result = text_to_video(prompt="a quiet pond", store=local_store, seed=2, review=policy)
+    assert result.video.num_frames == 9
+
+
+def test_timeout_policy_fail_ends_the_run_with_a_message(local_store):
+    policy = ASK.model_copy(update={"timeout_s": 2, "on_timeout": "fail"})
+    with pytest.raises(ReviewTimedOut, match="review of first-frame got no answer within 2 s"):
+        text_to_video(prompt="a quiet pond", store=local_store, seed=3, review=policy)
+
+
+def test_invalid_answers_are_refused():
+    with pytest.raises(ValidationError, match="edit needs an instruction"):
+        ReviewDecision(action="edit")
+    with pytest.raises(ValidationError):
+        ReviewDecision(action="delete-everything")
+    with pytest.raises(MoraError, match="is not a flow run id"):
+        answer_review("not-a-uuid", ReviewDecision())
+    with pytest.raises(MoraError, match="no flow run"):
+        answer_review("00000000-0000-0000-0000-000000000000", ReviewDecision())
