@@ -22,10 +22,20 @@ SYSTEM_PROMPT = (
 TEMPLATE_SUFFIX = "cinematic shot, rich detail, natural lighting, smooth camera motion"
 
 
+GENERATE_PROMPT = (
+    "Write {n} diverse, concrete prompts for a text-to-video model, each one sentence naming a "
+    "subject, an action, a setting and a visual style. Answer with a JSON list of strings only."
+)
+
+
 class PromptEnhancer(Protocol):
     name: str
 
     def enhance(self, prompt: str) -> str: ...
+
+    def generate(self, n: int, seed: int) -> list[str]:
+        """``n`` candidate training prompts (duplicates possible; the caller deduplicates)."""
+        ...
 
 
 class TemplateEnhancer:
@@ -37,6 +47,16 @@ class TemplateEnhancer:
         prompt = check_text("prompt", prompt).rstrip(" .,;")
         return f"{prompt}, {TEMPLATE_SUFFIX}."
 
+    def generate(self, n: int, seed: int) -> list[str]:
+        """Combinations of subject, action, setting and style drawn with ``seed``."""
+        import random
+
+        from agents import prompt_bank as bank
+
+        rng = random.Random(seed)
+        return [f"{rng.choice(bank.SUBJECTS)} {rng.choice(bank.ACTIONS)} "
+                f"{rng.choice(bank.SETTINGS)}, {rng.choice(bank.STYLES)}" for _ in range(n)]
+
 
 class ChatEnhancer:
     """An OpenAI-compatible ``/chat/completions`` endpoint (URL and key come from the profile/env)."""
@@ -47,29 +67,36 @@ class ChatEnhancer:
         self.spec = spec
 
     def enhance(self, prompt: str) -> str:
+        prompt = check_text("prompt", prompt)
+        return _clean(self._chat(SYSTEM_PROMPT, prompt, self.spec.temperature), fallback=prompt)
+
+    def generate(self, n: int, seed: int) -> list[str]:
+        text = self._chat(GENERATE_PROMPT.format(n=n), f"seed {seed}", max(self.spec.temperature, 0.9),
+                          max_tokens=self.spec.max_new_tokens * n)
+        return _parse_prompt_list(text)
+
+    def _chat(self, system: str, user: str, temperature: float, max_tokens: int | None = None) -> str:
         import httpx
 
-        prompt = check_text("prompt", prompt)
         headers = {}
         if key := os.environ.get(self.spec.api_key_env):
             headers["Authorization"] = f"Bearer {key}"
         body = {
             "model": self.spec.model,
-            "messages": [{"role": "system", "content": SYSTEM_PROMPT},
-                         {"role": "user", "content": prompt}],
-            "max_tokens": self.spec.max_new_tokens,
-            "temperature": self.spec.temperature,
+            "messages": [{"role": "system", "content": system},
+                         {"role": "user", "content": user}],
+            "max_tokens": max_tokens or self.spec.max_new_tokens,
+            "temperature": temperature,
         }
         url = self.spec.base_url.rstrip("/") + "/chat/completions"
         try:
             response = httpx.post(url, json=body, headers=headers, timeout=self.spec.timeout_s)
             response.raise_for_status()
-            text = response.json()["choices"][0]["message"]["content"]
+            return response.json()["choices"][0]["message"]["content"]
         except httpx.HTTPError as exc:
             raise MoraError(f"prompt endpoint {url} failed: {exc}") from None
         except (KeyError, IndexError, TypeError, ValueError):
             raise MoraError(f"prompt endpoint {url} gave no chat completion") from None
-        return _clean(text, fallback=prompt)
 
 
 class TransformersEnhancer:
@@ -82,15 +109,23 @@ class TransformersEnhancer:
         self.device = device
 
     def enhance(self, prompt: str) -> str:
+        prompt = check_text("prompt", prompt)
+        return _clean(self._chat(SYSTEM_PROMPT, prompt, self.spec.max_new_tokens), fallback=prompt)
+
+    def generate(self, n: int, seed: int) -> list[str]:
+        from transformers import set_seed
+
+        set_seed(seed)
+        return _parse_prompt_list(self._chat(GENERATE_PROMPT.format(n=n), f"seed {seed}",
+                                             self.spec.max_new_tokens * n, sample=True))
+
+    def _chat(self, system: str, user: str, max_new_tokens: int, sample: bool = False) -> str:
         from agents.cache import MODEL_CACHE
 
-        prompt = check_text("prompt", prompt)
-        generate = MODEL_CACHE.get(("text-generation", self.spec.model, self.device),
-                                   self._load)
-        messages = [{"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": prompt}]
-        out = generate(messages, max_new_tokens=self.spec.max_new_tokens, do_sample=False)
-        return _clean(out[0]["generated_text"][-1]["content"], fallback=prompt)
+        generate = MODEL_CACHE.get(("text-generation", self.spec.model, self.device), self._load)
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        out = generate(messages, max_new_tokens=max_new_tokens, do_sample=sample)
+        return out[0]["generated_text"][-1]["content"]
 
     def _load(self):
         from transformers import pipeline
@@ -100,6 +135,22 @@ class TransformersEnhancer:
         except OSError as exc:
             raise MoraError(f"prompt model '{self.spec.model}' is not available locally: "
                             f"{str(exc).splitlines()[0]}") from None
+
+
+def _parse_prompt_list(text: str) -> list[str]:
+    """A JSON list of strings, or failing that one prompt per non-empty line."""
+    import json
+
+    start, end = text.find("["), text.rfind("]")
+    if 0 <= start < end:
+        try:
+            items = json.loads(text[start:end + 1])
+            if isinstance(items, list):
+                return [_clean(str(i), "") for i in items if str(i).strip()]
+        except ValueError:
+            pass
+    lines = (line.strip().lstrip("-*0123456789.) ").strip() for line in text.splitlines())
+    return [_clean(line, "") for line in lines if len(line) > 3]
 
 
 def _clean(text: str, fallback: str) -> str:
@@ -113,3 +164,33 @@ def make_enhancer(spec: PromptSpec, device: str = "cpu") -> PromptEnhancer:
     if spec.backend == "transformers":
         return TransformersEnhancer(spec, device)
     return TemplateEnhancer()
+
+
+def deduplicate(prompts: list[str], threshold: float = 0.9,
+                seen: list[str] = ()) -> list[str]:
+    """Drop prompts whose MiniLM sentence embedding is within ``threshold`` cosine of an earlier
+    prompt (or of one in ``seen``, e.g. earlier rounds' prompts)."""
+    from metrics.text import embed
+
+    candidates = list(dict.fromkeys(p for p in prompts if p and p not in seen))
+    if not candidates:
+        return []
+    vectors = embed(list(seen) + candidates)
+    kept: list[int] = list(range(len(seen)))
+    for i in range(len(seen), len(vectors)):
+        if not kept or float((vectors[kept] @ vectors[i]).max()) < threshold:
+            kept.append(i)
+    return [candidates[i - len(seen)] for i in kept[len(seen):]]
+
+
+def training_prompts(enhancer: PromptEnhancer, n: int, seed: int, threshold: float = 0.9,
+                     seen: list[str] = (), max_rounds: int = 10) -> list[str]:
+    """``n`` distinct prompts: generate, deduplicate, and ask again until there are enough."""
+    kept: list[str] = []
+    for attempt in range(max_rounds):
+        fresh = enhancer.generate(2 * (n - len(kept)), seed + 7919 * attempt)
+        kept += deduplicate(fresh, threshold, seen=[*seen, *kept])
+        if len(kept) >= n:
+            return kept[:n]
+    raise MoraError(f"only {len(kept)} distinct prompts after {max_rounds} rounds of generation "
+                    f"(asked for {n}); lower the similarity threshold or the prompt count")

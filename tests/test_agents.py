@@ -139,3 +139,42 @@ def test_chat_enhancer_unreachable_is_one_line_error():
     spec = PromptSpec(backend="openai", model="m", base_url="http://127.0.0.1:9/v1", timeout_s=2)
     with pytest.raises(MoraError, match="prompt endpoint .* failed"):
         ChatEnhancer(spec).enhance("cat")
+
+
+def test_offline_prompt_generator_is_seeded_and_varied():
+    enhancer = TemplateEnhancer()
+    first = enhancer.generate(8, seed=1)
+    assert first == enhancer.generate(8, seed=1) and first != enhancer.generate(8, seed=2)
+    assert all(", " in p and len(p.split()) >= 6 for p in first)
+
+
+def test_near_duplicate_prompts_are_removed_with_sentence_embeddings():
+    from agents.prompt import deduplicate
+
+    kept = deduplicate(["a cat surfing a big wave", "a cat surfing on a big wave",
+                        "a rocket lifting off at dawn", "a rocket lifting off at dawn"])
+    assert kept == ["a cat surfing a big wave", "a rocket lifting off at dawn"]
+    assert deduplicate(["a rocket lifting off at sunrise"], seen=["a rocket lifting off at dawn"]) == []
+
+
+def test_training_prompts_returns_n_distinct(monkeypatch):
+    from agents.prompt import training_prompts
+
+    prompts = training_prompts(TemplateEnhancer(), 12, seed=0)
+    assert len(prompts) == 12 and len(set(prompts)) == 12
+
+    class Repetitive(TemplateEnhancer):
+        def generate(self, n, seed):
+            return ["the same prompt"] * n
+
+    with pytest.raises(MoraError, match="only 1 distinct prompts"):
+        training_prompts(Repetitive(), 3, seed=0, max_rounds=2)
+
+
+def test_chat_enhancer_generates_prompt_lists():
+    from agents.prompt import _parse_prompt_list
+
+    assert _parse_prompt_list('Here you go: ["a fox in snow", "a tram at night"]') == \
+        ["a fox in snow", "a tram at night"]
+    assert _parse_prompt_list("1. a fox in snow\n2) a tram at night\n") == \
+        ["a fox in snow", "a tram at night"]
