@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -10,6 +12,14 @@ from agents.cache import MODEL_CACHE, ModelCache
 from agents.loading import Runtime, load_pipeline
 from configs.schema import PipelineSpec
 from mora.errors import MoraError
+
+
+@dataclass(frozen=True)
+class FinetunedWeights:
+    """Fine-tuned weights to sample with: ``key`` names them (a store key), ``load`` fetches them."""
+
+    key: str
+    load: Callable[[], dict]
 
 
 class PipelineAgent:
@@ -20,14 +30,25 @@ class PipelineAgent:
     declares.
     """
 
-    def __init__(self, spec: PipelineSpec, runtime: Runtime, cache: ModelCache = MODEL_CACHE):
+    def __init__(self, spec: PipelineSpec, runtime: Runtime, cache: ModelCache = MODEL_CACHE,
+                 weights: FinetunedWeights | None = None):
         self.spec = spec
         self.runtime = runtime
         self.cache = cache
+        self.weights = weights
+
+    def with_weights(self, weights: FinetunedWeights | None) -> "PipelineAgent":
+        """The same agent sampling with fine-tuned weights (None: the base weights)."""
+        return type(self)(self.spec, self.runtime, self.cache, weights)
 
     @property
     def pipe(self) -> Any:
-        return load_pipeline(self.spec, self.runtime, self.cache)
+        base = load_pipeline(self.spec, self.runtime, self.cache)
+        if self.weights is None:
+            return base
+        # A private copy per checkpoint: the shared base pipeline is never modified.
+        key = ("finetuned", self.spec.pipeline, self.spec.model, self.runtime, self.weights.key)
+        return self.cache.get(key, lambda: _finetuned_copy(base, self.weights.load()))
 
     @cached_property
     def accepted(self) -> frozenset[str]:
@@ -35,7 +56,10 @@ class PipelineAgent:
 
     @property
     def model_ref(self) -> dict[str, str | None]:
-        return {"id": self.spec.model, "revision": self.spec.revision, "role": type(self).__name__}
+        revision = self.spec.revision
+        if self.weights is not None:
+            revision = f"{revision or 'base'}+finetuned:{self.weights.key}"
+        return {"id": self.spec.model, "revision": revision, "role": type(self).__name__}
 
     def generator(self, seed: int):
         import torch
@@ -63,6 +87,16 @@ class PipelineAgent:
         args.update(spec.call_kwargs)
         args["generator"] = self.generator(seed)
         return self.pipe(**args)
+
+
+def _finetuned_copy(base: Any, weights: dict) -> Any:
+    import copy
+
+    from agents.finetune import apply_weights
+
+    pipe = copy.deepcopy(base)
+    apply_weights(pipe, weights)
+    return pipe
 
 
 def check_seed(seed: int) -> None:

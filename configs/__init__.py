@@ -11,8 +11,10 @@ from configs.schema import PipelineSpec, Profile, PromptSpec
 from mora.errors import MoraError
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
+TRAINING_DIR = Path(__file__).parent / "training"
 
-__all__ = ["PipelineSpec", "Profile", "PromptSpec", "list_profiles", "load_profile"]
+__all__ = ["PipelineSpec", "Profile", "PromptSpec", "list_profiles", "list_training_configs",
+           "load_profile", "load_training_config"]
 
 
 def list_profiles() -> list[str]:
@@ -21,22 +23,38 @@ def list_profiles() -> list[str]:
 
 def load_profile(name_or_path: str) -> Profile:
     """Load a built-in profile by name, or a YAML file by path; any problem is one MoraError line."""
+    return _load_yaml(name_or_path, PROFILES_DIR, Profile, "profile")
+
+
+def list_training_configs() -> list[str]:
+    return sorted(p.stem for p in TRAINING_DIR.glob("*.yaml"))
+
+
+def load_training_config(name_or_path: str) -> "TrainingConfig":
+    """A training config by name (``configs/training/*.yaml``) or path, validated."""
+    from configs.training import TrainingConfig
+
+    return _load_yaml(name_or_path, TRAINING_DIR, TrainingConfig, "training config")
+
+
+def _load_yaml(name_or_path: str, folder: Path, model: type, what: str):
     path = Path(name_or_path)
     if not (path.suffix in {".yaml", ".yml"} and path.is_file()):
-        path = PROFILES_DIR / f"{name_or_path}.yaml"
+        path = folder / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise MoraError(f"unknown profile '{name_or_path}' (known: {', '.join(list_profiles())})")
+            known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+            raise MoraError(f"unknown {what} '{name_or_path}' (known: {known})")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise MoraError(f"profile {path} is not valid YAML: {exc}") from None
+        raise MoraError(f"{what} {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise MoraError(f"profile {path} must be a mapping")
+        raise MoraError(f"{what} {path} must be a mapping")
     data.setdefault("name", path.stem)
     try:
-        return Profile.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise MoraError(f"profile {path}: {_first_problem(exc)}") from None
+        raise MoraError(f"{what} {path}: {_first_problem(exc)}") from None
 
 
 def _first_problem(exc: ValidationError) -> str:

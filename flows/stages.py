@@ -5,55 +5,71 @@ Plain functions that call tasks (they run inside a flow); no model code here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from configs.schema import Profile
 from mora.errors import MoraError
 from tasks.artifacts import RunContext, VideoArtifact
-from tasks.generate import image_to_image, image_to_video, text_to_image
-from tasks.report import contact_sheet, image_markdown
+from tasks.generate import image_to_image, image_to_video, last_frame, text_to_image
+from tasks.report import SegmentProgress, contact_sheet, image_markdown
 from tasks.review import ReviewPolicy, reviewer
+
+T = TypeVar("T")
 
 
 class ReviewLimitReached(MoraError):
     pass
 
 
-def _limit(stage: str, policy: ReviewPolicy) -> ReviewLimitReached:
-    return ReviewLimitReached(f"{stage} was not approved after {policy.max_tries} tries; stopping")
+def review_loop(stage: str, label: str, policy: ReviewPolicy, make: Callable[[int], T],
+                preview: Callable[[T], str], edit: Callable[[T, str], T] | None = None) -> T:
+    """make(0) → review → approve, regenerate (make(attempt)) or edit, at most max_tries times."""
+    review = reviewer(policy)
+    result = make(0)
+    for attempt in range(1, policy.max_tries + 1):
+        decision = review(stage, attempt, preview(result) if policy.mode == "ask" else "", policy)
+        if decision.action == "approve":
+            return result
+        if attempt == policy.max_tries:
+            break
+        if decision.action == "edit" and edit is not None:
+            result = edit(result, decision.instruction)
+        else:
+            result = make(attempt)
+    raise ReviewLimitReached(f"{label} was not approved after {policy.max_tries} tries; stopping")
 
 
 def reviewed_first_frame(profile: Profile, store_url: str, ctx: RunContext, seed: int,
                          policy: ReviewPolicy) -> str:
     """Text-to-image, then approve / regenerate (new seed) / edit (image-to-image)."""
-    review = reviewer(policy)
-    key = text_to_image(profile, store_url, ctx, seed)
-    for attempt in range(1, policy.max_tries + 1):
-        decision = review("first-frame", attempt, image_markdown(store_url, key, "first frame"),
-                          policy)
-        if decision.action == "approve":
-            return key
-        if attempt == policy.max_tries:
-            break
-        if decision.action == "regenerate":
-            key = text_to_image(profile, store_url, ctx, seed + attempt)
-        else:
-            key = image_to_image(profile, store_url, ctx, key, decision.instruction, seed)
-    raise _limit("first frame", policy)
+    return review_loop(
+        "first-frame", "first frame", policy,
+        make=lambda attempt: text_to_image(profile, store_url, ctx, seed + attempt),
+        preview=lambda key: image_markdown(store_url, key, "first frame"),
+        edit=lambda key, text: image_to_image(profile, store_url, ctx, key, text, seed))
 
 
 def reviewed_clip(profile: Profile, store_url: str, ctx: RunContext, image_key: str, seed: int,
                   segment: int, policy: ReviewPolicy) -> VideoArtifact:
     """Image-to-video, then approve / regenerate (new seed); edit applies to first frames only."""
-    review = reviewer(policy)
-    clip = image_to_video(profile, store_url, ctx, image_key, seed, segment)
-    for attempt in range(1, policy.max_tries + 1):
-        preview = ""
-        if policy.mode == "ask":
-            preview = image_markdown(store_url, contact_sheet(store_url, ctx, clip),
-                                     f"segment {segment + 1}")
-        decision = review(f"segment-{segment + 1}", attempt, preview, policy)
-        if decision.action == "approve":
-            return clip
-        if attempt == policy.max_tries:
-            break
-        clip = image_to_video(profile, store_url, ctx, image_key, seed + attempt, segment)
-    raise _limit(f"segment {segment + 1}", policy)
+    return review_loop(
+        f"segment-{segment + 1}", f"segment {segment + 1}", policy,
+        make=lambda attempt: image_to_video(profile, store_url, ctx, image_key, seed + attempt,
+                                            segment),
+        preview=lambda clip: image_markdown(store_url, contact_sheet(store_url, ctx, clip),
+                                            f"segment {segment + 1}"))
+
+
+def animate(profile: Profile, store_url: str, ctx: RunContext, start_key: str, seed: int,
+            segments: int, policy: ReviewPolicy) -> list[VideoArtifact]:
+    """Reviewed clips from ``start_key``, each next one from the previous clip's last frame."""
+    clips: list[VideoArtifact] = []
+    progress = SegmentProgress(ctx.sop, segments)
+    for segment in range(segments):
+        clips.append(reviewed_clip(profile, store_url, ctx, start_key, seed + 1000 * segment,
+                                   segment, policy))
+        progress.done(segment + 1)
+        if segment + 1 < segments:
+            start_key = last_frame(profile, store_url, ctx, clips[-1])
+    return clips

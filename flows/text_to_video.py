@@ -9,11 +9,11 @@ from pydantic import BaseModel, Field
 from prefect import flow
 
 from configs import load_profile
-from flows.stages import reviewed_clip, reviewed_first_frame
+from flows.stages import animate, reviewed_first_frame
 from storage import open_store
 from tasks.artifacts import RunContext, VideoArtifact
-from tasks.generate import enhance_prompt, join_clips, last_frame
-from tasks.report import SegmentProgress, contact_sheet, publish_result
+from tasks.generate import enhance_prompt, join_clips
+from tasks.report import contact_sheet, publish_result
 from tasks.review import ReviewPolicy
 
 
@@ -51,15 +51,7 @@ def text_to_video(
     first_frame = reviewed_first_frame(prof, store_url, ctx, seed, review)
 
     # 4. Segments: each clip starts from the last frame of the one before.
-    clips: list[VideoArtifact] = []
-    start = first_frame
-    progress = SegmentProgress(ctx.sop, segments)
-    for segment in range(segments):
-        clip = reviewed_clip(prof, store_url, ctx, start, seed + 1000 * segment, segment, review)
-        clips.append(clip)
-        progress.done(segment + 1)
-        if segment + 1 < segments:
-            start = last_frame(prof, store_url, ctx, clip)
+    clips = animate(prof, store_url, ctx, first_frame, seed, segments, review)
 
     # 5. Join the clips and publish the result on the run page.
     video = join_clips(prof, store_url, ctx, clips)

@@ -127,6 +127,183 @@ def _report_video(store_url: str, key: str, out_path: Optional[Path], summary: s
     out.print(f"store key: {key}  in {store_url}")
 
 
+# --- The other SOPs (SPEC §2): validate every input before any work, run the flow, report ----
+
+OutOpt = typer.Option(None, "--out", help="also copy the mp4 here")
+ReviewOpt = typer.Option("auto", "--review", help="auto: never pause; ask: pause after each "
+                         "stage and ask here (or answer with `mora review`)")
+_SOURCE_HELP = "a file, or store://KEY for an artifact in the store"
+
+
+def _run_sop(flow: str, out_file: Optional[Path], profile: Optional[str], store: Optional[str],
+             seed: int, review: str, texts: tuple[str, ...] = (),
+             files: Optional[dict[str, str]] = None, **params: Optional[str]) -> None:
+    """The body of every SOP command: ``flow`` is "module:function"; ``texts`` name the
+    ``params`` that are free text, ``files`` map the ``params`` that are input files to
+    "image" or "video". Each is checked (and each file decoded) before the store is touched."""
+    from agents.base import check_text
+
+    for name in texts:
+        if params[name] is not None:
+            check_text(name.replace("_", " "), params[name])
+    out_path = _checked_out_path(out_file)
+    profile_name, store_url, _ = _common(profile, store, seed)
+    policy = _review_policy(review)
+    if files:
+        from storage import open_store
+        from storage.inputs import read_input
+        from tasks.media import decode_input
+
+        opened = open_store(store_url)
+        for name, kind in files.items():
+            if params[name] is not None:
+                data, suffix, label = read_input(params[name], opened, name.replace("_", " "))
+                decode_input(data, suffix, kind, f"{name.replace('_', ' ')} '{label}'")
+
+    import importlib
+
+    module, _, function = flow.partition(":")
+    run = getattr(importlib.import_module(module), function)
+    result = _run_flow(lambda: run(profile=profile_name, store=store_url, seed=seed,
+                                   review=policy, **params),
+                       f"{run.name} on profile '{profile_name}'", policy)
+    video = result.video
+    _report_video(result.store, video.mp4_key, out_path, f"{video.num_frames} frames, "
+                  f"{video.width}x{video.height} @ {video.fps:g} fps")
+
+
+@app.command()
+def i2v(
+    image: str = typer.Argument(..., help=f"the first frame: {_SOURCE_HELP}"),
+    prompt: Optional[str] = typer.Argument(None, help="what happens (enhanced; used where the "
+                                           "video model takes text)"),
+    out_file: Optional[Path] = OutOpt,
+    profile: Optional[str] = ProfileOpt,
+    store: Optional[str] = StoreOpt,
+    seed: int = SeedOpt,
+    review: str = ReviewOpt,
+) -> None:
+    """Image-to-video: animate IMAGE."""
+    _run_sop("flows.image_to_video:image_to_video", out_file, profile, store, seed, review,
+             texts=("prompt",), files={"image": "image"}, image=image, prompt=prompt)
+
+
+@app.command()
+def extend(
+    video: str = typer.Argument(..., help=f"the video to continue: {_SOURCE_HELP}"),
+    prompt: Optional[str] = typer.Argument(None, help="what happens next"),
+    out_file: Optional[Path] = OutOpt,
+    profile: Optional[str] = ProfileOpt,
+    store: Optional[str] = StoreOpt,
+    seed: int = SeedOpt,
+    review: str = ReviewOpt,
+) -> None:
+    """Extend VIDEO: new frames from its last frame, appended to it."""
+    _run_sop("flows.extend_video:extend_video", out_file, profile, store, seed, review,
+             texts=("prompt",), files={"video": "video"}, video=video, prompt=prompt)
+
+
+@app.command()
+def edit(
+    video: str = typer.Argument(..., help=f"the video to edit: {_SOURCE_HELP}"),
+    instruction: str = typer.Argument(..., help="what to change in it"),
+    out_file: Optional[Path] = OutOpt,
+    profile: Optional[str] = ProfileOpt,
+    store: Optional[str] = StoreOpt,
+    seed: int = SeedOpt,
+    review: str = ReviewOpt,
+) -> None:
+    """Video-to-video edit: edit VIDEO's first frame by INSTRUCTION, then animate it."""
+    _run_sop("flows.edit_video:edit_video", out_file, profile, store, seed, review,
+             texts=("instruction",), files={"video": "video"}, video=video,
+             instruction=instruction)
+
+
+@app.command("connect")
+def connect_cmd(
+    video_a: str = typer.Argument(..., help=f"the first video: {_SOURCE_HELP}"),
+    video_b: str = typer.Argument(..., help=f"the second video: {_SOURCE_HELP}"),
+    out_file: Optional[Path] = OutOpt,
+    profile: Optional[str] = ProfileOpt,
+    store: Optional[str] = StoreOpt,
+    seed: int = SeedOpt,
+    review: str = ReviewOpt,
+) -> None:
+    """Connect VIDEO_A to VIDEO_B with a generated transition (output at VIDEO_A's size and fps)."""
+    _run_sop("flows.connect_videos:connect_videos", out_file, profile, store, seed, review,
+             files={"video_a": "video", "video_b": "video"}, video_a=video_a, video_b=video_b)
+
+
+@app.command("digital-world")
+def digital_world_cmd(
+    prompt: Optional[str] = typer.Argument(None, help='a scene; "in digital world style" is '
+                                           "appended"),
+    video: Optional[str] = typer.Option(None, "--video", help="restyle this video's first "
+                                        f"frame instead ({_SOURCE_HELP})"),
+    out_file: Optional[Path] = OutOpt,
+    profile: Optional[str] = ProfileOpt,
+    store: Optional[str] = StoreOpt,
+    seed: int = SeedOpt,
+    review: str = ReviewOpt,
+) -> None:
+    """Digital world: PROMPT in digital world style, or --video VIDEO restyled."""
+    if (prompt is None) == (video is None):
+        raise MoraError("give a PROMPT or --video VIDEO" + (", not both" if video else ""))
+    _run_sop("flows.digital_world:digital_world", out_file, profile, store, seed, review,
+             texts=("prompt",), files={"video": "video"}, prompt=prompt, video=video)
+
+
+@app.command()
+def train(
+    rounds: int = typer.Option(1, "--rounds", help="training rounds (each from the last's weights)"),
+    prompts: Optional[int] = typer.Option(None, "--prompts", help="P prompts per round "
+                                          "[default: the config's]"),
+    candidates: Optional[int] = typer.Option(None, "--candidates", help="C candidates per prompt "
+                                             "[default: the config's]"),
+    config: str = typer.Option("tiny", "--config", help="training config name or YAML path"),
+    name: str = typer.Option("train", "--name", help="names the rounds (<name>-r1, …); rerun "
+                             "with the same name to resume"),
+    store: Optional[str] = StoreOpt,
+    seed: int = SeedOpt,
+    review: str = typer.Option("auto", "--review", help="ask: a human picks when the judges "
+                               "disagree; auto: the config's unattended rule"),
+) -> None:
+    """The data-free training loop: prompts → candidates → two judges → (human) → fine-tune."""
+    import re
+
+    from agents.base import check_seed
+    from flows.training import configured
+    from storage import open_store
+
+    if not 1 <= rounds <= 100:
+        raise MoraError(f"--rounds must be between 1 and 100, got {rounds}")
+    if prompts is not None and prompts < 1:
+        raise MoraError(f"--prompts must be at least 1, got {prompts}")
+    if candidates is not None and not 2 <= candidates <= 16:
+        raise MoraError(f"--candidates must be between 2 and 16, got {candidates}")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,35}", name):
+        raise MoraError(f"--name must be lowercase letters, digits, '-' or '_' (at most 36), "
+                        f"got '{name}'")
+    check_seed(seed)
+    configured(config, prompts, candidates)
+    store_url = open_store(store).url
+    policy = _review_policy(review)
+    from flows.training import train as train_flow
+
+    result = _run_flow(lambda: train_flow(rounds=rounds, config=config, store=store_url,
+                                          seed=seed, name=name, review=policy, prompts=prompts,
+                                          candidates=candidates),
+                       f"training: {rounds} round(s), config '{config}'", policy)
+    store_ = open_store(result.store)
+    for r in result.rounds:
+        rep = r.report
+        out.print(f"{r.round_id}: accepted {rep['accepted']}/{len(rep['prompts'])}, agreement "
+                  f"{rep['agreement_rate']:.2f}, held-out {rep['held_out_before']:.4f} → "
+                  f"{rep['held_out_after']:.4f}, dataset {r.dataset_key}, weights {r.weights_key}")
+    out.print(f"plot: {store_.uri(result.plot_key)}")
+    out.print(f"store: {result.store}")
+
+
 @models_app.command("build-tiny")
 def build_tiny(force: bool = typer.Option(False, "--force", help="rebuild even if present")) -> None:
     """Build the offline tiny models under $MORA_HOME/tiny (idempotent)."""
@@ -178,14 +355,15 @@ def main() -> None:
         _fail(str(exc), 2)
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
-    except click.Abort:
+    except typer.Abort:
         _fail("aborted", 130)
-    except click.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
 
 
 def _fail(message: str, code: int) -> None:
-    console.print(f"error: {' '.join(message.split())}", markup=False, highlight=False)
+    console.print(f"error: {' '.join(message.split())}", markup=False, highlight=False,
+                  soft_wrap=True)
     sys.exit(code)
 
 

@@ -21,9 +21,10 @@ RunArg = typer.Argument(..., help="flow run id (see `mora review list`)")
 
 
 def _answer(run: str, **decision: Any) -> None:
-    from tasks.review import ReviewDecision, answer_review
+    from tasks.review import CandidateDecision, ReviewDecision, answer_review
 
-    answer_review(run, ReviewDecision(**decision))
+    kind = CandidateDecision if decision["action"] in ("pick", "reject") else ReviewDecision
+    answer_review(run, kind(**decision))
     out.print(f"{decision['action']}: flow run {run} resumed")
 
 
@@ -72,9 +73,40 @@ def edit(run: str = RunArg,
     _answer(run, action="edit", instruction=check_text("instruction", instruction))
 
 
+@review_app.command("pick")
+def pick(run: str = RunArg,
+         candidate: int = typer.Argument(..., help="the candidate to keep (1-based)")) -> None:
+    """Training: the judges disagreed; keep this candidate for the dataset."""
+    if candidate < 1:
+        from mora.errors import MoraError
+
+        raise MoraError(f"candidate numbers start at 1, got {candidate}")
+    _answer(run, action="pick", candidate=candidate)
+
+
+@review_app.command("reject")
+def reject(run: str = RunArg) -> None:
+    """Training: the judges disagreed and no candidate is good enough; discard the set."""
+    _answer(run, action="reject")
+
+
+def _ask(kind: str):
+    from tasks.review import CandidateDecision, ReviewDecision
+
+    if kind == "pick":
+        answer = Prompt.ask("pick a candidate number, or reject", default="reject", console=err)
+        if answer.strip().isdigit() and int(answer) >= 1:
+            return CandidateDecision(action="pick", candidate=int(answer))
+        return CandidateDecision(action="reject")
+    action = Prompt.ask("review", choices=["approve", "regenerate", "edit"], default="approve",
+                        console=err)
+    instruction = Prompt.ask("instruction", console=err) if action == "edit" else None
+    return ReviewDecision(action=action, instruction=instruction)
+
+
 def run_with_terminal_review(start: Callable[[], Any], tag: str, interactive: bool) -> Any:
     """Run ``start()`` (a flow call tagged ``tag``) in a thread; answer its pauses here."""
-    from tasks.review import ReviewDecision, answer_review, pending_reviews
+    from tasks.review import answer_review, pending_reviews
 
     outcome: dict[str, Any] = {}
 
@@ -96,14 +128,12 @@ def run_with_terminal_review(start: Callable[[], Any], tag: str, interactive: bo
             told.add(marker)
             err.print(review.description, markup=False)
             if not interactive:
-                err.print(f"waiting for a reviewer: `mora review approve {review.flow_run_id}` "
-                          "(or regenerate / edit), or the Prefect UI")
+                how = "pick <id> N | reject" if review.kind == "pick" else \
+                    "approve | regenerate | edit"
+                err.print(f"waiting for a reviewer: `mora review {how}` with id "
+                          f"{review.flow_run_id}, or the Prefect UI")
                 continue
-            action = Prompt.ask("review", choices=["approve", "regenerate", "edit"],
-                                default="approve", console=err)
-            instruction = Prompt.ask("instruction", console=err) if action == "edit" else None
-            answer_review(review.flow_run_id,
-                          ReviewDecision(action=action, instruction=instruction))
+            answer_review(review.flow_run_id, _ask(review.kind))
             time.sleep(0.2)
     if "error" in outcome:
         raise outcome["error"]

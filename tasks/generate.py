@@ -90,3 +90,46 @@ def join_clips(profile: Profile, store_url: str, ctx: RunContext,
     return save_video(store, frames, clips[0].fps,
                       provenance("video", ctx, parents=[c.frames_key for c in clips],
                                  stage="final", segments=len(clips)))
+
+
+@task(name="first-frame", tags=["mora", "cpu"], **CACHED)
+def first_frame(profile: Profile, store_url: str, ctx: RunContext, video: VideoArtifact) -> str:
+    """The video's opening frame as an image: what an edit or a restyle starts from."""
+    store = open_store(store_url)
+    frames, _ = load_frames(store, video.frames_key)
+    return save_image(store, media.array_to_image(frames[0]),
+                      provenance("image", ctx, parents=[video.frames_key], stage="first_frame"))
+
+
+@task(name="connect", **ON_GPU)
+def connect(profile: Profile, store_url: str, ctx: RunContext, before: VideoArtifact,
+            after: VideoArtifact, seed: int) -> VideoArtifact:
+    """A transition clip from ``before``'s last frame to ``after``'s first (video connector)."""
+    agent = agents_for(profile).connector
+    store = open_store(store_url)
+    first = media.array_to_image(load_frames(store, before.frames_key)[0][-1])
+    last = media.array_to_image(load_frames(store, after.frames_key)[0][0])
+    frames = agent(first, last, ctx.enhanced_prompt or ctx.prompt, seed)
+    return save_video(store, media.images_to_array(frames), float(profile.connector.fps),
+                      provenance("video", ctx, seed, [agent.model_ref],
+                                 [before.frames_key, after.frames_key], stage="transition"))
+
+
+@task(name="seam-drift", tags=["mora", "cpu"], **CACHED)
+def seam_drift(store_url: str, before: VideoArtifact, after: VideoArtifact) -> float:
+    """Mean absolute pixel difference (0-255) between ``before``'s last and ``after``'s first frame."""
+    store = open_store(store_url)
+    return media.mean_abs_diff(load_frames(store, before.frames_key)[0][-1],
+                               load_frames(store, after.frames_key)[0][0])
+
+
+@task(name="splice", tags=["mora", "cpu"], retries=2, retry_delay_seconds=5,
+      retry_condition_fn=_transient, **CACHED)
+def splice(profile: Profile, store_url: str, ctx: RunContext, parts: list[VideoArtifact],
+           params: dict | None = None) -> VideoArtifact:
+    """Join videos of any size and fps at the first one's size and fps (its frames unchanged)."""
+    store = open_store(store_url)
+    frames, fps = media.join_conformed([load_frames(store, p.frames_key) for p in parts])
+    return save_video(store, frames, fps, provenance(
+        "video", ctx, parents=[p.frames_key for p in parts], stage="final",
+        part_frames=[p.num_frames for p in parts], **(params or {})))

@@ -131,3 +131,50 @@ def conform(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 def join_clips(clips: list[np.ndarray]) -> np.ndarray:
     """Concatenate clips of one size in time order."""
     return np.concatenate(clips)
+
+
+MIN_SIDE = 8  # the generation agents need at least 8x8
+
+
+def decode_input(data: bytes, suffix: str, kind: str, name: str) -> tuple[np.ndarray, float | None]:
+    """A user's image (1×H×W×3, fps None) or video (T×H×W×3, fps), or a one-line MoraError."""
+    allowed = IMAGE_SUFFIXES if kind == "image" else VIDEO_SUFFIXES
+    if suffix not in allowed:
+        raise MoraError(f"{name} is not {'an image' if kind == 'image' else 'a video'} file "
+                        f"(suffix '{suffix}'; use one of {' '.join(sorted(allowed))})")
+    if kind == "image":
+        frames, fps = images_to_array([read_image(data, name)]), None
+    else:
+        frames, fps = decode_video(data, suffix, name)
+        if not fps > 0:
+            raise MoraError(f"{name} has an invalid frame rate ({fps})")
+    _, h, w, _ = frames.shape
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise MoraError(f"{name} is {w}x{h}; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+    return frames, fps
+
+
+def retime(frames: np.ndarray, fps: float, target_fps: float) -> np.ndarray:
+    """Resample a clip to ``target_fps`` by nearest earlier frame, keeping its duration."""
+    if fps == target_fps:
+        return frames
+    count = max(1, round(len(frames) * target_fps / fps))
+    picks = np.minimum(np.floor(np.arange(count) * fps / target_fps + 1e-9).astype(int),
+                       len(frames) - 1)
+    return frames[picks]
+
+
+def join_conformed(clips: list[tuple[np.ndarray, float]]) -> tuple[np.ndarray, float]:
+    """Join clips of any size and rate in time order, at the first clip's size and fps.
+
+    The first clip's frames are kept unchanged; the others are resized and retimed to it.
+    """
+    first, fps = clips[0]
+    _, h, w, _ = first.shape
+    return join_clips([first] + [conform(retime(f, r, fps), h, w) for f, r in clips[1:]]), fps
+
+
+def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two frames in 0-255 pixel units (b resized to a's size)."""
+    b = conform(b[None], *a.shape[:2])[0]
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())

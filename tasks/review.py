@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefect.input import RunInput
 
@@ -33,8 +33,19 @@ class ReviewPolicy(BaseModel):
     poll_interval_s: int = Field(default=2, ge=1, le=60)
 
 
+def _required_when(action: str, field: str, schema: dict) -> ConfigDict:
+    """Put a pydantic validator's rule in the JSON schema too: the server validates a resume
+    against the schema (the UI form included), so a bad answer keeps the run paused instead of
+    crashing it when the flow loads the input."""
+    return ConfigDict(extra="forbid", json_schema_extra={
+        "if": {"properties": {"action": {"const": action}}, "required": ["action"]},
+        "then": {"required": [field], "properties": {field: schema}}})
+
+
 class ReviewDecision(RunInput):
     """A reviewer's answer to a paused stage."""
+
+    model_config = _required_when("edit", "instruction", {"type": "string", "pattern": "\\S"})
 
     action: Literal["approve", "regenerate", "edit"] = Field(
         default="approve", description="approve: go on; regenerate: a new seed; edit: "
@@ -46,6 +57,23 @@ class ReviewDecision(RunInput):
     def _edit_needs_instruction(self) -> "ReviewDecision":
         if self.action == "edit" and not (self.instruction and self.instruction.strip()):
             raise ValueError("edit needs an instruction")
+        return self
+
+
+class CandidateDecision(RunInput):
+    """A reviewer's answer when the two judges disagree on a candidate set (paper A.6)."""
+
+    model_config = _required_when("pick", "candidate", {"type": "integer", "minimum": 1})
+
+    action: Literal["pick", "reject"] = Field(default="pick", description="pick: keep one "
+                                              "candidate for training; reject: discard the set")
+    candidate: int | None = Field(default=None, ge=1, le=16,
+                                  description="the candidate to keep (1-based), for pick")
+
+    @model_validator(mode="after")
+    def _pick_needs_candidate(self) -> "CandidateDecision":
+        if self.action == "pick" and self.candidate is None:
+            raise ValueError("pick needs a candidate number")
         return self
 
 
@@ -81,6 +109,32 @@ def human_review(stage: str, attempt: int, preview_markdown: str,
         return ReviewDecision(action="approve")
 
 
+def human_pick(stage: str, preview_markdown: str, policy: ReviewPolicy,
+               candidates: int) -> CandidateDecision | None:
+    """Pause for a reviewer to pick a candidate or reject the set; None when the pause timed out
+    and the policy approves (the caller then applies its unattended rule)."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    while True:
+        try:
+            decision = pause_flow_run(
+                wait_for_input=CandidateDecision.with_initial_data(
+                    description=f"### Review: {stage} (pick 1-{candidates} or reject)\n\n"
+                                f"{preview_markdown}"),
+                timeout=policy.timeout_s, poll_interval=policy.poll_interval_s,
+                key=f"review-{stage}")
+        except FlowPauseTimeout:
+            if policy.on_timeout == "fail":
+                raise ReviewTimedOut(f"review of {stage} got no answer within "
+                                     f"{policy.timeout_s} s (on_timeout=fail)") from None
+            _resume_self()
+            return None
+        if decision.action == "reject" or decision.candidate <= candidates:
+            return decision
+        stage = f"{stage}-again"  # an out-of-range pick: ask once more, under a new pause key
+
+
 def _resume_self() -> None:
     """An unanswered pause that the policy approves: put this run back to Running."""
     from prefect.client.orchestration import get_client
@@ -102,6 +156,8 @@ def reviewer(policy: ReviewPolicy):
 class PendingReview(BaseModel):
     flow_run_id: str
     flow_run_name: str
+    kind: Literal["stage", "pick"] = Field(default="stage", description="stage: approve / "
+                                           "regenerate / edit; pick: pick a candidate or reject")
     paused_since: str | None = None
     description: str = ""
 
@@ -146,7 +202,7 @@ def pending_review(flow_run_id: str, wait_s: float = 10.0) -> PendingReview:
             time.sleep(0.2)
 
 
-def answer_review(flow_run_id: str, decision: ReviewDecision) -> None:
+def answer_review(flow_run_id: str, decision: ReviewDecision | CandidateDecision) -> None:
     """Resume a paused run with the reviewer's decision (what the UI's Resume form does)."""
     from prefect.exceptions import FlowPauseTimeout, NotPausedError
     from prefect.flow_runs import resume_flow_run
@@ -166,15 +222,20 @@ def _pending(client, run) -> PendingReview | None:
     """None while the run is still saving its form (the description is written last)."""
     import json
 
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
     from prefect.input.run_input import keyset_from_paused_state
 
     try:
         raw = client.read_flow_run_input(run.id, keyset_from_paused_state(run.state)["description"])
     except ObjectNotFound:
         return None
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return None
+        raise
     description = json.loads(raw)
-    return PendingReview(flow_run_id=str(run.id), flow_run_name=run.name,
+    kind = "pick" if str(run.state.state_details.pause_key).startswith("review-pick-") else "stage"
+    return PendingReview(flow_run_id=str(run.id), flow_run_name=run.name, kind=kind,
                          paused_since=str(run.state.timestamp), description=description)
 
 

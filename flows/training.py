@@ -1,0 +1,245 @@
+"""The paper's data-free training loop (§3.2, A.6, A.7) as Prefect flows.
+
+`training_round`: prompts → C candidates per prompt → two judges vote under a random criterion →
+agree: accept; disagree: a human picks or rejects (or the unattended rule) → the round's dataset
+→ self-modulated fine-tuning in checkpoint-sized chunks → held-out score before/after → report.
+`train`: R rounds, each sampling with the weights the round before produced.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+
+from configs import load_profile, load_training_config
+from configs.training import TrainingConfig
+from storage import open_store
+from tasks.artifacts import RunContext
+from tasks.generate import CACHED
+from tasks.report import image_markdown
+from tasks.review import ReviewPolicy, human_pick
+from tasks.training import (CandidateSet, Decision, Vote, candidates_sheet, export_weights,
+                            finetune_chunk, generate_prompts, held_out_score, judge_candidates,
+                            plot_rounds, sample_candidates, write_dataset, write_report)
+
+RoundId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
+                               description="names the round in the store; rerun with the same "
+                               "id to resume it")]
+
+
+class RoundResult(BaseModel):
+    round_id: str
+    store: str
+    dataset_key: str
+    state_key: str | None
+    weights_key: str | None
+    step: int
+    report_key: str
+    report: dict
+
+
+class TrainResult(BaseModel):
+    store: str
+    rounds: list[RoundResult]
+    plot_key: str
+
+
+@task(name="decide", tags=["mora", "cpu"], **CACHED)
+def decide(cfg: TrainingConfig, store_url: str, ctx: RunContext, cset: CandidateSet, vote: Vote,
+           policy: ReviewPolicy) -> Decision:
+    """Judges agree: accept. They differ: a human picks or rejects (paper A.6), or, unattended,
+    the configured rule. Cached, so a resumed round does not ask again."""
+    if vote.agreed is not None:
+        return Decision(outcome="accepted", chosen=vote.agreed)
+    if policy.mode == "ask":
+        sheet = candidates_sheet(store_url, ctx, cset)
+        answer = human_pick(f"pick-{cset.prompt_index + 1}", _pick_markdown(store_url, sheet,
+                                                                          cset, vote),
+                            policy, len(cset.candidates))
+        if answer is not None:
+            if answer.action == "reject":
+                return Decision(outcome="discarded", chosen=None)
+            return Decision(outcome="human", chosen=answer.candidate - 1)
+    judge_a_best = (vote.judgements[0]["ranking"] or [None])[0]
+    if cfg.unattended == "judge_a" and judge_a_best is not None:
+        return Decision(outcome="unattended", chosen=judge_a_best)
+    return Decision(outcome="discarded", chosen=None)
+
+
+def _pick_markdown(store_url: str, sheet_key: str, cset: CandidateSet, vote: Vote) -> str:
+    def ranking(judgement: dict) -> str:
+        order = judgement["ranking"]
+        return " > ".join(str(i + 1) for i in order) if order else "(no full ranking)"
+
+    rows = "\n".join(f"| {j['judge']} | {ranking(j)} |" for j in vote.judgements)
+    return (f"**prompt**: {cset.prompt}\n\n**criterion {vote.criterion_id}**: {vote.criterion}\n\n"
+            f"{image_markdown(store_url, sheet_key, 'candidates, one row each (1 = top)')}\n\n"
+            f"| judge | ranking (best first) |\n|---|---|\n{rows}")
+
+
+@flow(name="training-round", log_prints=True)
+def training_round(
+    round_id: RoundId,
+    config: str = "tiny",
+    store: str | None = None,
+    seed: Annotated[int, Field(ge=0)] = 0,
+    start_state: str | None = None,
+    start_weights: str | None = None,
+    seen_prompts: list[str] = [],  # noqa: B006 - Prefect parameters are copied per run
+    review: ReviewPolicy = ReviewPolicy(),
+    prompts: Annotated[int | None, Field(ge=1, le=1000, description="override the config's P")] = None,
+    candidates: Annotated[int | None, Field(ge=2, le=16, description="override the config's C")] = None,
+) -> RoundResult:
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        seconds[stage] = round(time.perf_counter() - clock, 3)
+        clock = time.perf_counter()
+
+    # 1. Config, agents' profile, store; seeds and criteria drawn from (seed, round id).
+    cfg = configured(config, prompts, candidates)
+    prof = load_profile(cfg.profile)
+    store_url = open_store(store).url
+    ctx = RunContext(sop="training", profile=prof.name)
+    rng = random.Random(f"{seed}/{round_id}")
+
+    # 2. Prompts: generated, near-duplicates (and earlier rounds' prompts) removed.
+    texts = generate_prompts(prof, cfg, rng.randrange(2**31), seen_prompts)
+    lap("prompts")
+
+    # 3. Candidates: C per prompt, each with a recorded seed, sampled with this round's weights.
+    csets = [sample_candidates(prof, cfg, store_url, ctx, i, prompt,
+                               [rng.randrange(2**31) for _ in range(cfg.candidates)],
+                               start_weights) for i, prompt in enumerate(texts)]
+    lap("sampling")
+
+    # 4. Votes: both judges rank each set under one criterion drawn from the paper's ten.
+    votes = [judge_candidates(cfg, store_url, cset, rng.randint(1, 10)) for cset in csets]
+    lap("judging")
+
+    # 5. Decisions: agreement accepts; disagreement goes to a human (or the unattended rule).
+    decisions = [decide(cfg, store_url, ctx, cset, vote, review) for cset, vote in zip(csets, votes)]
+    dataset_key = write_dataset(store_url, ctx, round_id, csets, votes, decisions)
+    lap("decisions")
+
+    # 6. Self-modulated fine-tuning in checkpoint-sized chunks (each chunk a cached task).
+    state_key, weights_key = start_state, start_weights
+    start_step = step = _step(start_state, store_url)
+    losses: list[float] = []
+    factors: list[float] = []
+    if any(d.chosen is not None for d in decisions):
+        for until in cfg.finetune.checkpoints():
+            chunk = finetune_chunk(prof, cfg, store_url, ctx, [dataset_key], state_key,
+                                   start_step + until)
+            state_key, step = chunk.state_key, chunk.step
+            losses, factors = losses + chunk.losses, factors + chunk.factors
+        weights_key = export_weights(store_url, ctx, state_key)
+    lap("finetune")
+
+    # 7. Held-out score before and after the round; the report.
+    before = held_out_score(prof, cfg, store_url, ctx, start_weights)
+    after = held_out_score(prof, cfg, store_url, ctx, weights_key)
+    lap("held_out")
+    report = _report(round_id, cfg, texts, votes, decisions, losses, factors, before, after,
+                     dataset_key, state_key, weights_key, step, seconds)
+    report_key = write_report(store_url, ctx, round_id, report)
+    _publish(round_id, csets, votes, decisions, report)
+    print(f"round {round_id}: {report['accepted']} accepted, {report['escalations']} escalated, "
+          f"{report['discards']} discarded; held-out {before:.4f} → {after:.4f}")
+    return RoundResult(round_id=round_id, store=store_url, dataset_key=dataset_key,
+                       state_key=state_key, weights_key=weights_key, step=step,
+                       report_key=report_key, report=report)
+
+
+def configured(config: str, prompts: int | None = None,
+               candidates: int | None = None) -> TrainingConfig:
+    """The named config with the command line's overrides, validated again."""
+    cfg = load_training_config(config)
+    overrides = {k: v for k, v in (("prompts", prompts), ("candidates", candidates)) if v}
+    if not overrides:
+        return cfg
+    from pydantic import ValidationError
+
+    from mora.errors import MoraError
+
+    try:
+        return TrainingConfig.model_validate({**cfg.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise MoraError(f"training config {config}: {exc.errors()[0]['msg']}") from None
+
+
+def _step(state_key: str | None, store_url: str) -> int:
+    if state_key is None:
+        return 0
+    return int(open_store(store_url).read_provenance(state_key).params["step"])
+
+
+def _report(round_id, cfg, prompts, votes, decisions, losses, factors, before, after,
+            dataset_key, state_key, weights_key, step, seconds) -> dict:
+    outcomes = [d.outcome for d in decisions]
+    return {
+        "round_id": round_id, "config": cfg.name, "prompts": prompts,
+        "candidates": cfg.candidates,
+        "agreement_rate": sum(v.agreed is not None for v in votes) / len(votes),
+        "escalations": sum(v.agreed is None for v in votes),
+        "accepted": sum(d.chosen is not None for d in decisions),
+        "human_picks": outcomes.count("human"), "unattended_picks": outcomes.count("unattended"),
+        "discards": outcomes.count("discarded"), "losses": losses, "modulation_factors": factors,
+        "held_out_before": before, "held_out_after": after, "dataset_key": dataset_key,
+        "state_key": state_key, "weights_key": weights_key, "step": step,
+        "stage_seconds": seconds,
+    }
+
+
+def _publish(round_id: str, csets: list[CandidateSet], votes: list[Vote],
+             decisions: list[Decision], report: dict) -> None:
+    table = [{"prompt": c.prompt, "criterion": v.criterion_id,
+              "judge A": str(v.judgements[0]["ranking"]), "judge B": str(v.judgements[1]["ranking"]),
+              "decision": d.outcome, "chosen": "-" if d.chosen is None else d.chosen + 1}
+             for c, v, d in zip(csets, votes, decisions)]
+    table.append({"prompt": "(round)", "criterion": "-",
+                  "judge A": f"agreement {report['agreement_rate']:.2f}",
+                  "judge B": f"final loss {report['losses'][-1]:.4f}" if report["losses"] else "-",
+                  "decision": f"held-out {report['held_out_before']:.4f} → "
+                              f"{report['held_out_after']:.4f}", "chosen": report["accepted"]})
+    create_table_artifact(table=table, key=f"training-round-{round_id}".replace("_", "-"),
+                          description=f"training round {round_id}")
+
+
+@flow(name="train", log_prints=True)
+def train(
+    rounds: Annotated[int, Field(ge=1, le=100)] = 3,
+    config: str = "tiny",
+    store: str | None = None,
+    seed: Annotated[int, Field(ge=0)] = 0,
+    name: RoundId = "train",
+    review: ReviewPolicy = ReviewPolicy(),
+    prompts: Annotated[int | None, Field(ge=1, le=1000)] = None,
+    candidates: Annotated[int | None, Field(ge=2, le=16)] = None,
+) -> TrainResult:
+    """R rounds: each round samples with, and fine-tunes from, the round before's checkpoint."""
+    cfg = configured(config, prompts, candidates)
+    store_url = open_store(store).url
+    results: list[RoundResult] = []
+    state_key = weights_key = None
+    seen: list[str] = []
+    for r in range(1, rounds + 1):
+        result = training_round(round_id=f"{name}-r{r}", config=config, store=store_url,
+                                seed=seed, start_state=state_key, start_weights=weights_key,
+                                seen_prompts=seen, review=review, prompts=prompts,
+                                candidates=candidates)
+        results.append(result)
+        state_key, weights_key = result.state_key, result.weights_key
+        seen = seen + result.report["prompts"]
+    plot = plot_rounds(store_url, RunContext(sop="training", profile=cfg.profile),
+                       [r.report for r in results])
+    print(f"train: {rounds} round(s); plot → {open_store(store_url).uri(plot)}")
+    return TrainResult(store=store_url, rounds=results, plot_key=plot)

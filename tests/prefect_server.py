@@ -1,0 +1,277 @@
+"""A real `prefect server start` and process workers as subprocesses, for integration tests.
+
+Unlike the session's in-process ``prefect_test_harness`` (``conftest.prefect_server``), this
+starts the same commands a user types: ``prefect server start`` on a free loopback port with its
+own ``PREFECT_HOME``, ``prefect work-pool create``, ``prefect deploy``, ``prefect worker start``.
+Nothing here touches ``os.environ``: every subprocess gets its own environment (``env()``), and
+in-process API calls go through ``api_settings()`` (a ``temporary_settings`` context).
+
+Each subprocess runs in its own session (process group), so stopping it also stops what it
+started (uvicorn, flow-run processes): SIGTERM to the group, SIGKILL after a timeout, and
+``stop()`` checks that nothing of the group is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PREFECT = str(BIN / "prefect") if (BIN / "prefect").exists() else "prefect"
+
+# Settings that must not leak from the test process (or the user's shell) into a subprocess.
+_DROP = ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_SERVER_API_PORT",
+         "PREFECT_SERVER_API_HOST", "PREFECT_UI_API_URL", "PREFECT__WORKER_NAME",
+         "PREFECT__WORKER_ID", "PREFECT__FLOW_RUN_ID", "PYTEST_CURRENT_TEST")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a reused id owned by someone else: not ours
+        return False
+    return True
+
+
+@dataclass
+class Proc:
+    """A subprocess started in its own process group, its output in a log file."""
+
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the group, SIGKILL it after ``timeout``; assert nothing of it is left."""
+        pgid = self.popen.pid  # start_new_session: the group id is the leader's pid
+        if _group_alive(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        deadline = time.monotonic() + timeout
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _group_alive(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+        deadline = time.monotonic() + 5
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _group_alive(pgid) or self.popen.poll() is None:
+            raise RuntimeError(f"{self.name} (pid {pgid}) left processes behind")
+
+
+@dataclass
+class PrefectServer:
+    """A running ``prefect server start`` on loopback, with its own PREFECT_HOME."""
+
+    root: Path
+    port: int
+    proc: Proc | None = None
+    workers: list[Proc] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "server-home"
+
+    @property
+    def client_home(self) -> Path:
+        """PREFECT_HOME of CLI calls and workers (and of flow runs: local results live here)."""
+        return self.root / "client-home"
+
+    def env(self, extra: Mapping[str, str] | None = None, *, server: bool = False) -> dict:
+        env = {k: v for k, v in os.environ.items() if k not in _DROP}
+        env.update(PREFECT_HOME=str(self.home if server else self.client_home),
+                   PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_CLI_PROMPT="false",
+                   PREFECT_CLI_COLORS="false", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
+                   COLUMNS="200")
+        if not server:
+            env["PREFECT_API_URL"] = self.api_url
+        env.update(extra or {})
+        return env
+
+    def _popen(self, name: str, args: list[str], env: dict) -> Proc:
+        log = self.root / f"{name}.log"
+        out = open(log, "wb")
+        try:
+            popen = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        finally:
+            out.close()
+        return Proc(name, popen, log)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def start(self, timeout: float = 90.0, ui: bool = False,
+              extra_env: Mapping[str, str] | None = None) -> "PrefectServer":
+        t0 = time.monotonic()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.client_home.mkdir(parents=True, exist_ok=True)
+        env = self.env({"PREFECT_UI_ENABLED": "true" if ui else "false", **(extra_env or {})},
+                       server=True)
+        self.proc = self._popen("server", [PREFECT, "server", "start", "--host", "127.0.0.1",
+                                           "--port", str(self.port)], env)
+        deadline = t0 + timeout
+        while time.monotonic() < deadline:
+            if not self.proc.alive():
+                raise RuntimeError(f"prefect server exited:\n{self.proc.tail()}")
+            if self.healthy():
+                self.timings["server_start"] = time.monotonic() - t0
+                return self
+            time.sleep(0.25)
+        raise TimeoutError(f"prefect server not healthy after {timeout} s:\n{self.proc.tail()}")
+
+    def cli(self, *args: str, timeout: float = 180.0, check: bool = True,
+            extra_env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run ``prefect --no-prompt ARGS`` against this server, from the repo root."""
+        res = subprocess.run([PREFECT, "--no-prompt", *args], cwd=REPO_ROOT,
+                             env=self.env(extra_env), capture_output=True, text=True,
+                             timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and res.returncode != 0:
+            raise RuntimeError(f"prefect {' '.join(args)} failed ({res.returncode}):\n"
+                               f"{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+        return res
+
+    def start_worker(self, pool: str, *, limit: int = 1, name: str | None = None,
+                     extra_env: Mapping[str, str] | None = None) -> Proc:
+        """``prefect worker start --pool POOL --limit N``, polling every second."""
+        name = name or f"worker-{pool}-{len(self.workers)}"
+        env = self.env({"PREFECT_WORKER_QUERY_SECONDS": "1",
+                        "PREFECT_WORKER_PREFETCH_SECONDS": "2", **(extra_env or {})})
+        proc = self._popen(name, [PREFECT, "worker", "start", "--pool", pool, "--limit",
+                                  str(limit), "--name", name], env)
+        self.workers.append(proc)
+        return proc
+
+    @contextlib.contextmanager
+    def api_settings(self) -> Iterator[None]:
+        """In-process Prefect API calls go to this server inside the block (os.environ untouched)."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: self.api_url}):
+            yield
+
+    def leftover_pids(self) -> list[int]:
+        """Processes (not this one) whose environment names this server's root: the server,
+        workers, and flow-run processes (a worker starts those in sessions of their own)."""
+        return processes_with_env(str(self.root) + os.sep)  # every env path is root/…
+
+    def stop(self, timeout: float = 15.0) -> list[str]:
+        """Stop workers, then the server, then any straggler; return what had to be forced.
+
+        Idempotent. An empty list means everything exited on SIGTERM and nothing is left."""
+        problems = []
+        for proc in [*reversed(self.workers), *([self.proc] if self.proc else [])]:
+            try:
+                proc.stop(timeout)
+            except RuntimeError as exc:  # keep stopping the others
+                problems.append(str(exc))
+        self.workers.clear()
+        self.proc = None
+        for pid in self.leftover_pids():
+            problems.append(f"leftover process {pid}: {_cmdline(pid)}")
+            _terminate_pid(pid, timeout)
+        problems += [f"still running after SIGKILL: {pid}" for pid in self.leftover_pids()]
+        return problems
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def processes_with_env(needle: str) -> list[int]:
+    """Pids of this user's processes (not this one) with ``needle`` in their environment."""
+    me, found, raw = os.getpid(), [], needle.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if raw in (entry / "environ").read_bytes():
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":  # a zombie is gone, only not yet reaped by its parent
+                    found.append(int(entry.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _terminate_pid(pid: int, timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_prefect_server(root: Path, **start_kwargs) -> Iterator[PrefectServer]:
+    """Start a server (and later workers) under ``root``; stop all of them on exit."""
+    server = PrefectServer(root=Path(root), port=free_port())
+    try:
+        server.start(**start_kwargs)
+        yield server
+    finally:
+        server.stop()  # idempotent: a test that checks for leftovers calls it itself first
