@@ -26,7 +26,8 @@ from tasks.report import image_markdown
 from tasks.review import ReviewPolicy, human_pick
 from tasks.training import (CandidateSet, Decision, Vote, candidates_sheet, export_weights,
                             finetune_chunk, generate_prompts, held_out_score, judge_candidates,
-                            plot_rounds, sample_candidates, write_dataset, write_report)
+                            latest_round, plot_rounds, sample_candidates, write_dataset,
+                            write_report)
 
 RoundId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
                                description="names the round in the store; rerun with the same "
@@ -243,3 +244,27 @@ def train(
                        [r.report for r in results])
     print(f"train: {rounds} round(s); plot → {open_store(store_url).uri(plot)}")
     return TrainResult(store=store_url, rounds=results, plot_key=plot)
+
+
+@flow(name="train-round", log_prints=True)
+def scheduled_round(
+    config: str = "tiny",
+    store: str | None = None,
+    seed: Annotated[int, Field(ge=0)] = 0,
+    review: ReviewPolicy = ReviewPolicy(),
+) -> RoundResult:
+    """One round per scheduled run (the `train-round` deployment): named after the run's
+    scheduled time, sampling with and fine-tuning from the newest round in the store."""
+    from datetime import datetime, timezone
+
+    from prefect.runtime import flow_run
+
+    load_training_config(config)
+    store_url = open_store(store).url
+    when = flow_run.scheduled_start_time or datetime.now(timezone.utc)
+    round_id = f"sched-{when:%Y%m%d-%H%M}"
+    latest = latest_round(store_url, exclude=round_id)  # a restarted run resumes as it began
+    print(f"round {round_id} continues from {latest.round_id or 'the base weights'}")
+    return training_round(round_id=round_id, config=config, store=store_url, seed=seed,
+                          start_state=latest.state_key, start_weights=latest.weights_key,
+                          seen_prompts=latest.prompts, review=review)

@@ -304,6 +304,83 @@ def train(
     out.print(f"store: {result.store}")
 
 
+@app.command("eval")
+def eval_cmd(
+    videos: list[str] = typer.Argument(..., metavar="VIDEO",
+                                       help=f"the videos to evaluate: each {_SOURCE_HELP}"),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="the prompt the videos were made "
+                                         "from (used by the text-conditioned metrics)"),
+    fmt: str = typer.Option("table", "--format", help="table | json | csv (json: SPEC §6 records "
+                            "on stdout)"),
+    task: str = typer.Option("t2v", "--task", help="the paper table to set ours beside: t2v i2v "
+                             "extend edit connect digital-world"),
+    vbench_export: bool = typer.Option(False, "--vbench-export", help="also copy the videos to "
+                                       "vbench/<run>/ in the store, named for VBench's "
+                                       "custom_input mode"),
+    profile: Optional[str] = ProfileOpt,
+    store: Optional[str] = StoreOpt,
+    seed: int = SeedOpt,
+) -> None:
+    """Evaluate videos: SPEC §4 metrics per video, stored as parquet + csv, beside the paper's table."""
+    from agents.base import check_text
+
+    if fmt not in ("table", "json", "csv"):
+        raise MoraError(f"--format must be table, json or csv, got '{fmt}'")
+    tasks = ("t2v", "i2v", "extend", "edit", "connect", "digital-world")
+    if task not in tasks:
+        raise MoraError(f"--task must be one of {' '.join(tasks)}, got '{task}'")
+    if prompt is not None:
+        check_text("prompt", prompt)
+    if len(videos) > 1000:
+        raise MoraError(f"at most 1000 videos at a time, got {len(videos)}")
+    _, store_url, _ = _common(profile, store, seed)
+    from storage import open_store
+    from storage.inputs import read_input
+    from tasks.media import decode_input
+
+    opened = open_store(store_url)
+    for source in videos:  # every file checked (and decoded) before the store is touched
+        data, suffix, label = read_input(source, opened, "video")
+        decode_input(data, suffix, "video", f"video '{label}'")
+
+    from flows.evaluate import evaluate
+
+    with console.status(f"evaluating {len(videos)} video(s)…"):
+        result = evaluate(videos=list(videos), prompt=prompt, store=store_url, task=task,
+                          vbench=vbench_export)
+    records = result.records
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=["video", "metric", "value", "method",
+                                                        "kind"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    else:
+        from rich.table import Table
+
+        for video in dict.fromkeys(r["video"] for r in records):
+            table = Table("metric", "value", "method", "kind", title=video, show_lines=False)
+            for r in (r for r in records if r["video"] == video):
+                table.add_row(r["metric"], "n/a" if r["value"] is None else f"{r['value']:.4f}",
+                              r["method"], r["kind"])
+            out.print(table)
+        out.print(result.markdown, markup=False, highlight=False)
+    where = console if fmt != "table" else out
+    shown = open_store(result.store)
+    where.print(f"results: {shown.uri(result.parquet_key)}  and  {shown.uri(result.csv_key)}",
+                markup=False, highlight=False, soft_wrap=True)
+    if result.vbench_keys:
+        folder = result.vbench_keys[0].rsplit("/", 1)[0]
+        where.print(f"vbench custom_input folder: {shown.uri(folder)}", markup=False,
+                    highlight=False)
+    where.print(f"store: {result.store}", markup=False, highlight=False, soft_wrap=True)
+
+
 @models_app.command("build-tiny")
 def build_tiny(force: bool = typer.Option(False, "--force", help="rebuild even if present")) -> None:
     """Build the offline tiny models under $MORA_HOME/tiny (idempotent)."""

@@ -297,3 +297,27 @@ def plot_rounds(store_url: str, ctx: RunContext, reports: list[dict]) -> str:
     key = store.new_key("reports", ".png")
     return store.put_bytes(key, buffer.getvalue(), provenance(
         "report", ctx, stage="rounds-plot", rounds=rounds))
+
+
+class LatestRound(BaseModel, frozen=True):
+    round_id: str | None = None
+    state_key: str | None = None
+    weights_key: str | None = None
+    prompts: list[str] = []
+
+
+@task(name="latest-round", tags=["mora", "cpu"])
+def latest_round(store_url: str, exclude: str | None = None) -> LatestRound:
+    """The newest round report in the store (other than round ``exclude``): where a scheduled
+    round continues from."""
+    store = open_store(store_url)
+    reports = [k for k in store.list("rounds/") if k.endswith(".json")
+               and not k.startswith(f"rounds/{exclude}/")]
+    if not reports:
+        return LatestRound()
+    newest = max(reports, key=lambda k: store.read_provenance(k).created_at)
+    report = json.loads(store.get_bytes(newest))
+    previous = [json.loads(store.get_bytes(k))["prompts"] for k in reports]
+    return LatestRound(round_id=report["round_id"], state_key=report["state_key"],
+                       weights_key=report["weights_key"],
+                       prompts=[p for prompts in previous for p in prompts])

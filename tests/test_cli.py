@@ -45,11 +45,20 @@ def test_help_is_fast_and_lists_commands():
     (["t2v", "a cat", "--store", "s3://"], "error: store URL 's3://' does not parse"),
     (["t2v", "a cat", "--store", "ftp://host/x"], "error: store URL 'ftp://host/x' does not parse"),
     (["t2v"], "error: Missing argument 'prompt'"),
+    (["train", "--rounds", "0"], "error: --rounds must be between 1 and 100"),
+    (["train", "--prompts", "0"], "error: --prompts must be at least 1"),
+    (["train", "--candidates", "1"], "error: --candidates must be between 2 and 16"),
+    (["train", "--config", "nope"], "error: unknown training config 'nope'"),
+    (["train", "--name", "../x"], "error: --name must be lowercase letters"),
+    (["train", "--store", "s3://"], "error: store URL 's3://' does not parse"),
+    (["review", "pick", "nope", "1"], "error: 'nope' is not a flow run id"),
+    (["review", "pick", "00000000-0000-0000-0000-000000000000", "0"],
+     "error: candidate numbers start at 1"),
     (["nonsense"], "error: No such command 'nonsense'"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
     store = tmp_path / "store"
-    if args[:1] == ["t2v"] and len(args) > 1 and "--store" not in args:
+    if args[:1] in (["t2v"], ["train"]) and len(args) > 1 and "--store" not in args:
         args = [*args, "--store", str(store)]
     result = run(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
@@ -92,3 +101,21 @@ def test_models_list_and_build_tiny(tiny_zoo):
     assert listed.returncode == 0
     assert "stabilityai/stable-video-diffusion-img2vid-xt" in listed.stdout
     assert "built" in listed.stdout and "missing" in listed.stdout
+
+
+@pytest.mark.integration
+def test_train_runs_a_round_and_names_its_outputs(tmp_path, tiny_zoo):
+    import yaml
+
+    from tests.test_training import SMALL
+
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump({**SMALL, "prompts": 1}))
+    result = run("train", "--rounds", "1", "--config", str(config), "--candidates", "2",
+                 "--store", str(tmp_path / "store"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("train-r1: accepted 1/1, agreement ")
+    assert "dataset rounds/train-r1/" in lines[0] and "weights checkpoints/" in lines[0]
+    assert lines[1].startswith("plot: ") and lines[1].endswith(".png")
+    assert (tmp_path / "store" / lines[1].split("/store/")[1]).is_file()

@@ -34,9 +34,25 @@ SOPS = {
 }
 
 
+TRAINING = {"train-round": "flows.training:scheduled_round"}
+
+
 def _deployments() -> dict[str, dict]:
+    """The SOP deployments (tag `sop`)."""
     config = yaml.safe_load(PREFECT_YAML.read_text())
-    return {d["name"]: d for d in config["deployments"]}
+    return {d["name"]: d for d in config["deployments"] if "sop" in d["tags"]}
+
+
+def test_train_round_runs_on_a_cron_schedule():
+    config = yaml.safe_load(PREFECT_YAML.read_text())
+    (d,) = [d for d in config["deployments"] if d["name"] == "train-round"]
+    assert d["entrypoint"] == TRAINING["train-round"] and d["work_pool"]["name"] == "gpu"
+    (schedule,) = d["schedules"]
+    from prefect.client.schemas.schedules import CronSchedule
+
+    cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+    assert cron.cron == "0 2 * * *" and schedule["active"] is True
+    assert d["parameters"] == {"config": "tiny", "review": {"mode": "auto"}}
 
 
 def _source_file(entrypoint: str) -> Path:
@@ -71,9 +87,9 @@ def test_prefect_yaml_declares_one_deployment_per_sop():
     assert not any(d.get("pull") for d in deployments.values())
 
 
-@pytest.mark.parametrize("name", list(SOPS))
+@pytest.mark.parametrize("name", [*SOPS, *TRAINING])
 def test_deployment_parameters_fit_the_flow_signature(name):
-    entrypoint = SOPS[name]
+    entrypoint = {**SOPS, **TRAINING}[name]
     if not _source_file(entrypoint).exists():
         pytest.skip(f"{_source_file(entrypoint).relative_to(REPO_ROOT)} is not written yet")
     from prefect.flows import load_flow_from_entrypoint
@@ -82,7 +98,8 @@ def test_deployment_parameters_fit_the_flow_signature(name):
     assert flow.name == name
     signature = inspect.signature(flow.fn)
     hints = typing.get_type_hints(flow.fn, include_extras=True)
-    for key, value in _deployments()[name]["parameters"].items():
+    every = {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
+    for key, value in every[name]["parameters"].items():
         assert key in signature.parameters, f"{name}: the flow has no parameter {key!r}"
         TypeAdapter(hints.get(key, typing.Any)).validate_python(value)
 

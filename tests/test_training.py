@@ -236,3 +236,14 @@ def test_round_killed_with_sigkill_resumes_without_repeating_work(tmp_path):
     b = read_dataset(killed, resumed.dataset_key)[content]
     assert a.equals(b)
     assert resumed.report["losses"][-2:] == pytest.approx(reference.report["losses"][-2:])
+
+
+def test_scheduled_round_continues_from_the_newest_round(tmp_path, local_store):
+    from flows.training import scheduled_round
+
+    config = write_config(tmp_path, prompts=1)
+    manual = training_round(round_id="manual-r1", config=config, store=local_store)
+    nightly = scheduled_round(config=config, store=local_store)
+    assert nightly.round_id.startswith("sched-") and nightly.step == manual.step + 4
+    assert set(nightly.report["prompts"]).isdisjoint(manual.report["prompts"])
+    assert nightly.report["held_out_before"] == pytest.approx(manual.report["held_out_after"])

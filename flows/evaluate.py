@@ -1,0 +1,71 @@
+"""Evaluate videos (SPEC §4, paper §4.1): ingest → twelve metrics per video → results table in
+the store and on the run page → our numbers beside the paper's table for the task."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from prefect import flow, get_run_logger
+
+from flows.common import Prompt, Source
+from metrics.paper_tables import paper_markdown
+from storage import open_store
+from tasks.artifacts import RunContext
+from tasks.evaluate import evaluate_video, export_vbench, publish_markdown, write_results
+from tasks.inputs import ingest
+
+EvalTask = Literal["t2v", "i2v", "extend", "edit", "connect", "digital-world"]
+
+
+class EvaluateResult(BaseModel):
+    store: str
+    records: list[dict[str, Any]] = Field(description="SPEC §6 records, 12 per video, in order")
+    inputs: list[str] = Field(description="the evaluated videos' input artifact keys")
+    parquet_key: str
+    csv_key: str
+    markdown: str = Field(description="ours beside the paper's table for the task")
+    vbench_keys: list[str] = Field(default_factory=list,
+                                   description="the VBench custom_input copies, when asked for")
+
+
+@flow(name="evaluate")
+def evaluate(
+    videos: Annotated[list[Source], Field(min_length=1, max_length=1000)],
+    prompt: Prompt | None = None,
+    store: str | None = None,
+    task: EvalTask = "t2v",
+    vbench: bool = False,
+) -> EvaluateResult:
+    logger = get_run_logger()
+    # 1. Resolve the store (a bad name fails here, before any work).
+    store_url = open_store(store).url
+    ctx = RunContext(sop="evaluate", profile="none", prompt=prompt)
+
+    # 2. Each video into the store as an input artifact (cached on content; decoding checked).
+    inputs = [ingest(store_url, ctx, source, "video", "video") for source in videos]
+
+    # 3. The twelve metrics of each video, named as the caller named it (cached on content,
+    #    prompt, name and the metrics code).
+    records = [rec for video, source in zip(inputs, videos)
+               for rec in evaluate_video(store_url, video, prompt, label=source)]
+
+    # 4. The results table: parquet + csv in the store, a table artifact on the run page.
+    tables = write_results(store_url, ctx, records, list(dict.fromkeys(v.key for v in inputs)))
+
+    # 5. Ours beside the paper's published rows for this task.
+    markdown = publish_markdown(paper_markdown(records, task))
+
+    # 6. Optionally, the videos laid out for VBench's custom_input mode.
+    vbench_keys: list[str] = []
+    if vbench:
+        from prefect.runtime import flow_run
+
+        prompts = [prompt or source.rsplit("/", 1)[-1].rsplit(".", 1)[0] for source in videos]
+        vbench_keys = export_vbench(inputs, prompts, store_url, run=str(flow_run.id), ctx=ctx)
+    logger.info("evaluate: %d video(s), %d record(s) → %s", len(inputs), len(records),
+                open_store(store_url).uri(tables.parquet_key))
+    return EvaluateResult(store=store_url, records=records, inputs=[v.key for v in inputs],
+                          parquet_key=tables.parquet_key, csv_key=tables.csv_key,
+                          markdown=markdown, vbench_keys=vbench_keys)
