@@ -118,7 +118,20 @@ def build_tiny_zoo(home: Path | None = None, force: bool = False) -> dict[str, P
 
 
 def _build_and_install(name: str, target: Path) -> None:
-    """Build into a temporary sibling, mark it complete, then rename it into place (caller holds the lock)."""
+    """The tiny pipeline ``name`` built and installed at ``target`` (caller holds the lock)."""
+
+    def save(folder: Path) -> None:
+        pipe = build_tiny_pipeline(name)
+        with _quiet_progress_bars():
+            pipe.save_pretrained(folder, safe_serialization=True)
+
+    install_atomically(target, name, save, _marker_payload(name))
+
+
+def install_atomically(target: Path, name: str, save: Callable[[Path], None],
+                       marker: dict) -> None:
+    """``save(folder)`` into a temporary sibling, write the marker last, then rename it into
+    place: a reader never sees a half-built model (the caller holds the lock)."""
     root = target.parent
     root.mkdir(parents=True, exist_ok=True)
     # Builds only happen under the lock, so any earlier temporary sibling is a leftover of a
@@ -127,10 +140,8 @@ def _build_and_install(name: str, target: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.build-", dir=root))
     try:
-        pipe = build_tiny_pipeline(name)
-        with _quiet_progress_bars():
-            pipe.save_pretrained(tmp, safe_serialization=True)
-        (tmp / MARKER).write_text(json.dumps(_marker_payload(name), indent=2, sort_keys=True) + "\n")
+        save(tmp)
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
         _make_readable(tmp)
         old = None
         if target.exists() or target.is_symlink():

@@ -19,14 +19,11 @@ built.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
-from agents.tiny import MARKER, SEED, _locked, _make_readable, _quiet_progress_bars, _zoo_root
+from agents.tiny import MARKER, SEED, _locked, _quiet_progress_bars, _zoo_root, install_atomically
 from mora.errors import MoraError
 
 JUDGE_ZOO_VERSION = 1
@@ -140,31 +137,16 @@ def ensure_tiny_judge(arch: str, home: Path | None = None) -> Path:
 
 
 def _build_and_install(arch: str, target: Path) -> None:
-    """Build into a temporary sibling, mark it complete, rename it into place (caller holds the lock)."""
-    name = TINY_JUDGES[arch]
-    root = target.parent
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in list(root.glob(f".{name}.build-*")) + list(root.glob(f".{name}.old-*")):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.build-", dir=root))
-    try:
+    """The tiny judge ``arch`` built and installed at ``target`` (caller holds the lock)."""
+
+    def save(folder: Path) -> None:
         model, processor = build_tiny_judge(arch)
         with _quiet_progress_bars():
-            model.save_pretrained(tmp, safe_serialization=True)
-            processor.save_pretrained(tmp)
-        _name_real_processor_class(tmp, arch)
-        (tmp / MARKER).write_text(json.dumps(_marker_payload(arch), indent=2, sort_keys=True) + "\n")
-        _make_readable(tmp)
-        old = None
-        if target.exists() or target.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=root))
-            os.replace(target, old / name)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            model.save_pretrained(folder, safe_serialization=True)
+            processor.save_pretrained(folder)
+        _name_real_processor_class(folder, arch)
+
+    install_atomically(target, TINY_JUDGES[arch], save, _marker_payload(arch))
 
 
 def _name_real_processor_class(folder: Path, arch: str) -> None:
