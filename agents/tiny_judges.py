@@ -19,7 +19,6 @@ built.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
@@ -170,33 +169,13 @@ def byte_bpe_vocab_and_merges(
     num_merges: int = _BPE_MERGES,
 ) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
     """Qwen2-style byte-level BPE: ids 0-255 are the byte symbols, then learnt merges (``Ġword``)."""
-    from agents.tokenizers_offline import _corpus_words, bytes_to_unicode
+    from agents.tokenizers_offline import _corpus_words, bytes_to_unicode, learn_merges
 
     byte_sym = bytes_to_unicode()
     vocab_list = [byte_sym[b] for b in range(256)]
-    known = set(vocab_list)
     words = sorted(set(_corpus_words()) | set(_EXTRA_WORDS.split()))
     seqs = [[byte_sym[b] for b in (" " + w).encode("utf-8")] for w in words]
-    merges: list[tuple[str, str]] = []
-    while len(merges) < num_merges:
-        pairs: Counter[tuple[str, str]] = Counter()
-        for syms in seqs:
-            pairs.update(zip(syms, syms[1:]))
-        if not pairs:
-            break
-        best = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        merged = best[0] + best[1]
-        merges.append(best)
-        if merged not in known:
-            known.add(merged)
-            vocab_list.append(merged)
-        for syms in seqs:
-            i = 0
-            while i < len(syms) - 1:
-                if (syms[i], syms[i + 1]) == best:
-                    syms[i:i + 2] = [merged]
-                else:
-                    i += 1
+    merges = learn_merges(seqs, vocab_list, num_merges)
     return tuple((tok, i) for i, tok in enumerate(vocab_list)), tuple(merges)
 
 

@@ -73,6 +73,35 @@ def bytes_to_unicode() -> dict[int, str]:
     return table
 
 
+def learn_merges(words: list[list[str]], vocab_list: list[str],
+                 num_merges: int) -> list[tuple[str, str]]:
+    """Learn up to ``num_merges`` BPE merges over ``words`` (symbol lists, merged in place), most
+    frequent pair first, ties broken by the pair's text so builds are reproducible; each new
+    symbol is appended to ``vocab_list``."""
+    merges: list[tuple[str, str]] = []
+    known = set(vocab_list)
+    while len(merges) < num_merges:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for syms in words:
+            pairs.update(zip(syms, syms[1:]))
+        if not pairs:
+            break
+        best = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        merged = best[0] + best[1]
+        merges.append(best)
+        if merged not in known:
+            known.add(merged)
+            vocab_list.append(merged)
+        for syms in words:
+            i = 0
+            while i < len(syms) - 1:
+                if (syms[i], syms[i + 1]) == best:
+                    syms[i : i + 2] = [merged]
+                else:
+                    i += 1
+    return merges
+
+
 def _corpus_words() -> list[str]:
     return sorted(set(_CORPUS.split()))
 
@@ -90,28 +119,7 @@ def clip_vocab_and_merges(num_merges: int = CLIP_MERGES) -> tuple[dict[str, int]
         syms[-1] = syms[-1] + "</w>"
         words.append(syms)
 
-    merges: list[tuple[str, str]] = []
-    known = set(vocab_list)
-    while len(merges) < num_merges:
-        pairs: Counter[tuple[str, str]] = Counter()
-        for syms in words:
-            for pair in zip(syms, syms[1:]):
-                pairs[pair] += 1
-        if not pairs:
-            break
-        best = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        merged = best[0] + best[1]
-        merges.append(best)
-        if merged not in known:
-            known.add(merged)
-            vocab_list.append(merged)
-        for syms in words:
-            i = 0
-            while i < len(syms) - 1:
-                if (syms[i], syms[i + 1]) == best:
-                    syms[i : i + 2] = [merged]
-                else:
-                    i += 1
+    merges = learn_merges(words, vocab_list, num_merges)
     vocab_list += [CLIP_BOS, CLIP_EOS]
     return {tok: i for i, tok in enumerate(vocab_list)}, merges
 
