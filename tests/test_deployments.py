@@ -178,6 +178,8 @@ def test_deployed_text_to_video_runs_on_a_process_worker(server, tiny_zoo, tmp_p
                 assert "profile" in d.parameter_openapi_schema["properties"]
             t2v = client.read_deployment_by_name("text-to-video/text-to-video")
             assert t2v.parameter_openapi_schema["required"] == ["prompt"]
+            nightly = client.read_deployment_by_name("train-round/train-round")
+            assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
 
         # The README's CLI trigger parses its -p values (scheduled an hour out: the worker
         # leaves it alone; then deleted).
@@ -186,7 +188,9 @@ def test_deployed_text_to_video_runs_on_a_process_worker(server, tiny_zoo, tmp_p
                          "prompt=a lighthouse in a storm", "-p", "segments=2",
                          "--start-in", "in 1 hour").stdout
         with server.api_settings(), get_client(sync_client=True) as client:
-            (later,) = [r for r in client.read_flow_runs() if r.state.is_scheduled()]
+            # (train-round's cron schedule has runs of its own)
+            (later,) = [r for r in client.read_flow_runs()
+                        if r.state.is_scheduled() and r.deployment_id == t2v.id]
             assert later.parameters["prompt"] == "a lighthouse in a storm", out
             assert later.parameters["segments"] == 2 and later.parameters["profile"] == "tiny"
             client.delete_flow_run(later.id)
