@@ -81,19 +81,18 @@ def test_approve_each_stage(local_store):
 
 
 def test_regenerate_uses_new_seeds_then_stops_at_the_limit(local_store):
-    policy = ASK.model_copy(update={"max_tries": 2})
-    run = FlowThread(prompt="a tram in the rain", store=local_store, seed=40, review=policy)
-    run.start()
-    answer(next_pause(), action="regenerate")
-    second = next_pause()
-    assert "(try 2 of 2)" in second.description
-    answer(second, action="regenerate")
+    run = FlowThread(prompt="a tram in the rain", store=local_store, seed=40, review=ASK)
+    run.start()  # the default policy: at most 3 tries per stage (paper A.4)
+    for attempt in (1, 2, 3):
+        pause = next_pause()
+        assert f"(try {attempt} of 3)" in pause.description
+        answer(pause, action="regenerate")
     run.join(60)
     assert isinstance(run.error, ReviewLimitReached)
-    assert str(run.error) == "first frame was not approved after 2 tries; stopping"
+    assert str(run.error) == "first frame was not approved after 3 tries; stopping"
     store = open_store(local_store)
     seeds = sorted(store.read_provenance(k).seed for k in store.list("image/"))
-    assert seeds == [40, 41]  # the first try and one regeneration; no video was made
+    assert seeds == [40, 41, 42]  # the first try and two regenerations; no video was made
     assert store.list("video/") == []
 
 
