@@ -169,6 +169,16 @@ def _quiet_progress_bars() -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
+def _t5_encoder_kwargs(tokenizer, d_model: int, d_kv: int) -> dict:
+    """A two-layer T5/UMT5 encoder config (the two configs take the same fields)."""
+    return dict(
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=d_kv, d_ff=64, num_layers=2,
+        num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32,
+        dropout_rate=0.0, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+        use_cache=False, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
+
+
 def _make_readable(folder: Path) -> None:
     """save_pretrained and mkdtemp create 0600/0700 entries: make the tree 0644/0755."""
     os.chmod(folder, 0o755)
@@ -292,23 +302,7 @@ def _build_sd3():
     clip_hidden, clip_proj, t5_dim = 32, 32, 64
     text_encoder = _clip_text_encoder(tokenizer, "CLIPTextModelWithProjection", clip_hidden, clip_proj)
     text_encoder_2 = _clip_text_encoder(tokenizer_2, "CLIPTextModelWithProjection", clip_hidden, clip_proj)
-    t5_config = T5Config(
-        vocab_size=len(tokenizer_3),
-        d_model=t5_dim,
-        d_kv=16,
-        d_ff=64,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=32,
-        dropout_rate=0.0,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-        use_cache=False,
-        pad_token_id=tokenizer_3.pad_token_id,
-        eos_token_id=tokenizer_3.eos_token_id,
-        decoder_start_token_id=tokenizer_3.pad_token_id,
-    )
+    t5_config = T5Config(**_t5_encoder_kwargs(tokenizer_3, d_model=t5_dim, d_kv=16))
     text_encoder_3 = _seeded(lambda: T5EncoderModel(t5_config).eval())
     transformer = _seeded(
         lambda: SD3Transformer2DModel(
@@ -407,23 +401,7 @@ def _build_wan(first_last_frame: bool):
 
     tokenizer = build_t5_tokenizer()
     text_dim = 32
-    umt5_config = UMT5Config(
-        vocab_size=len(tokenizer),
-        d_model=text_dim,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=32,
-        dropout_rate=0.0,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-        use_cache=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
+    umt5_config = UMT5Config(**_t5_encoder_kwargs(tokenizer, d_model=text_dim, d_kv=8))
     text_encoder = _seeded(lambda: UMT5EncoderModel(umt5_config).eval())
     # Wan 2.1 I2V/FLF2V use the penultimate hidden states of a CLIP vision tower (CLIPVisionModel).
     vision_hidden = 16
