@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e '.[test,browser]'
+	$(BIN)/python -m pip install -q -e '.[test,browser,cluster]'
 	touch $(STAMP)
 
 setup: $(STAMP)

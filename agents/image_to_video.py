@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Any
 
-from agents.base import PipelineAgent, check_seed
+from agents.base import BatchPlan, PipelineAgent, batch_view, check_seed
 from mora.errors import MoraError
 
 if TYPE_CHECKING:
@@ -13,7 +14,15 @@ if TYPE_CHECKING:
 
 def first_video(result) -> list["Image"]:
     """The frames of the first video in a pipeline output, as PIL images."""
-    frames = result.frames[0]
+    return video_frames(result.frames[0])
+
+
+def all_videos(result) -> list[list["Image"]]:
+    """The frames of every video in a pipeline output, as PIL images."""
+    return [video_frames(frames) for frames in result.frames]
+
+
+def video_frames(frames) -> list["Image"]:
     if not isinstance(frames, list):  # some pipelines ignore output_type for videos
         from PIL import Image as PILImage
         import numpy as np
@@ -38,3 +47,103 @@ class ImageToVideoAgent(PipelineAgent):
         image = image.convert("RGB").resize((self.spec.width, self.spec.height))
         # 3. Animate; text goes in only where the model takes it (SVD does not).
         return first_video(self.run(seed, image=image, prompt=prompt))
+
+    def batch(self, images: list["Image"], prompt: str | None, seeds: list[int],
+              exact: bool = True) -> list[list["Image"]]:
+        """A video per (first frame, seed), each identical to ``self(image, prompt, seed)``
+        (``exact``; otherwise equal up to float rounding): one batched pipeline call where the
+        pipeline supports it, one call per seed otherwise."""
+        # 1. Validate.
+        if len(images) != len(seeds):
+            raise MoraError(f"{len(images)} images for {len(seeds)} seeds")
+        for image, seed in zip(images, seeds):
+            self.check_inputs(image, seed)
+        # 2. Conform the first frames to the profile's size.
+        size = (self.spec.width, self.spec.height)
+        images = [image.convert("RGB").resize(size) for image in images]
+        # 3. Animate them all in one call, or one by one.
+        result = self.run_batch(list(seeds), exact, image=images, prompt=prompt)
+        if result is None:
+            return [first_video(self.run(seed, image=image, prompt=prompt))
+                    for image, seed in zip(images, seeds)]
+        return all_videos(result)
+
+    def batch_plan(self, pipe: Any, count: int) -> BatchPlan | None:
+        name = type(pipe).__name__
+        if name == "StableVideoDiffusionPipeline":
+            return BatchPlan(batch_view(pipe, _svd_batch_class()), ("unet.forward",))
+        if name == "WanImageToVideoPipeline" and not pipe.config.get("expand_timesteps"):
+            return BatchPlan(batch_view(pipe, _wan_batch_class()),
+                             ("transformer.forward", "transformer_2.forward", "vae.decode"),
+                             {"num_videos_per_prompt": count})
+        return None
+
+
+@functools.cache
+def _svd_batch_class() -> type:
+    """SVD for a list of first frames: image encodings and VAE decoding go frame by frame /
+    video by video as in a single call (decode chunks never straddle two videos)."""
+    import torch
+    from diffusers import StableVideoDiffusionPipeline
+
+    class SVDBatchPipeline(StableVideoDiffusionPipeline):
+        def _encode_image(self, image, device, num_videos_per_prompt, do_classifier_free_guidance):
+            if not isinstance(image, list):
+                return super()._encode_image(image, device, num_videos_per_prompt,
+                                             do_classifier_free_guidance)
+            embeds = torch.cat([super(SVDBatchPipeline, self)._encode_image(
+                one, device, num_videos_per_prompt, False) for one in image])
+            return _with_zero_negative(embeds, do_classifier_free_guidance)
+
+        def _encode_vae_image(self, image, device, num_videos_per_prompt,
+                              do_classifier_free_guidance):
+            latents = torch.cat([super(SVDBatchPipeline, self)._encode_vae_image(
+                image[i:i + 1], device, num_videos_per_prompt, False) for i in range(len(image))])
+            return _with_zero_negative(latents, do_classifier_free_guidance)
+
+        def decode_latents(self, latents, num_frames, decode_chunk_size=14):
+            return torch.cat([super(SVDBatchPipeline, self).decode_latents(
+                latents[i:i + 1], num_frames, decode_chunk_size) for i in range(len(latents))])
+
+    return SVDBatchPipeline
+
+
+def _with_zero_negative(x, do_classifier_free_guidance: bool):
+    import torch
+
+    return torch.cat([torch.zeros_like(x), x]) if do_classifier_free_guidance else x
+
+
+@functools.cache
+def _wan_batch_class() -> type:
+    """Wan image-to-video for a list of first frames (diffusers' own handles one image per
+    call): the CLIP image embedding and the first-frame condition latents per image, each
+    image's noise from its own generator."""
+    import torch
+    from diffusers import WanImageToVideoPipeline
+
+    class WanBatchImageToVideoPipeline(WanImageToVideoPipeline):
+        def check_inputs(self, prompt, negative_prompt, image, *args, **kwargs):
+            for one in image if isinstance(image, list) else [image]:
+                super().check_inputs(prompt, negative_prompt, one, *args, **kwargs)
+
+        def encode_image(self, image, device=None):
+            if not isinstance(image, list):
+                return super().encode_image(image, device)
+            return torch.cat([super(WanBatchImageToVideoPipeline, self).encode_image(one, device)
+                              for one in image])
+
+        def prepare_latents(self, image, batch_size, num_channels_latents=16, height=480,
+                            width=832, num_frames=81, dtype=None, device=None, generator=None,
+                            latents=None, last_image=None):
+            if not isinstance(generator, list) or image.shape[0] != batch_size:
+                return super().prepare_latents(image, batch_size, num_channels_latents, height,
+                                               width, num_frames, dtype, device, generator,
+                                               latents, last_image)
+            rows = [super(WanBatchImageToVideoPipeline, self).prepare_latents(
+                image[i:i + 1], 1, num_channels_latents, height, width, num_frames, dtype,
+                device, generator[i], None if latents is None else latents[i:i + 1],
+                None if last_image is None else last_image[i:i + 1]) for i in range(batch_size)]
+            return tuple(torch.cat(parts) for parts in zip(*rows))
+
+    return WanBatchImageToVideoPipeline

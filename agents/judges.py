@@ -548,9 +548,14 @@ class TransformersVisionJudge:
 
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
+        from agents.loading import check_safe_weights, pickle_allowed
+
         model_cls = getattr(transformers, _model_classes()[arch])
+        check_safe_weights(str(self.spec.model), weights, "judge model")
         try:
-            model = model_cls.from_pretrained(weights, dtype=self.runtime.torch_dtype, use_safetensors=True)
+            # Never unpickle weights unless the operator opted in (None: prefer safetensors).
+            model = model_cls.from_pretrained(weights, dtype=self.runtime.torch_dtype,
+                                              use_safetensors=None if pickle_allowed() else True)
             processor = image_only_processor_class(arch).from_pretrained(weights)
         except (OSError, ValueError) as exc:
             raise _not_available(weights, exc) from None

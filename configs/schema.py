@@ -25,12 +25,13 @@ class PipelineSpec(_Strict):
     model: str
     revision: str | None = None
     variant: str | None = None
-    height: PositiveInt
-    width: PositiveInt
-    num_frames: PositiveInt | None = None
-    fps: PositiveInt | None = None
-    steps: PositiveInt
-    guidance: float = Field(ge=0.0)
+    # Upper bounds far above any real model's, so a typo fails at load, not after an hour.
+    height: int = Field(ge=8, le=4096)
+    width: int = Field(ge=8, le=4096)
+    num_frames: int | None = Field(default=None, ge=1, le=1024)
+    fps: int | None = Field(default=None, ge=1, le=240)
+    steps: int = Field(ge=1, le=1000)
+    guidance: float = Field(ge=0.0, le=100.0)
     strength: float | None = Field(default=None, gt=0.0, le=1.0)
     negative_prompt: str | None = None
     offload: Literal["none", "model", "sequential"] = "none"

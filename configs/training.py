@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from configs.finetune import FinetuneSpec
 from configs.judges import DEFAULT_METRIC_JUDGES, JudgeSpec
+from configs.sampling import SamplingSpec
 
 
 class TrainingConfig(BaseModel):
@@ -25,6 +26,7 @@ class TrainingConfig(BaseModel):
         default="discard", description="when judges disagree and nobody reviews: drop the set, "
         "or take judge A's pick")
     finetune: FinetuneSpec
+    sampling: SamplingSpec = SamplingSpec()
     held_out_prompts: list[str] = Field(min_length=1, max_length=64,
                                         description="fixed prompts scored before/after a round")
     held_out_seed: int = Field(default=1234, ge=0)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from configs import load_profile
 from configs.schema import Profile
 from flows.stages import animate, review_loop
+from mora.errors import MoraError
 from storage import open_store
 from tasks.artifacts import RunContext, VideoArtifact
 from tasks.generate import connect, enhance_prompt, image_to_image
@@ -20,12 +21,56 @@ from tasks.inputs import InputArtifact, InputKind, ingest
 from tasks.report import contact_sheet, image_markdown, publish_result
 from tasks.review import ReviewPolicy
 
+# Flow parameters are validated (by Prefect, with pydantic) before a run starts: a bad value
+# fails there, naming the parameter, whether the flow is called from Python, the CLI or a
+# deployment. Validators raise ValueError so pydantic reports them as validation errors.
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is blank")
+    if any(ord(c) < 32 and c not in "\t\n" or ord(c) == 0x7F for c in value):
+        raise ValueError("contains control characters")
+    return value
+
+
+def _source(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 0x7F for c in value):
+        raise ValueError("contains control characters")
+    return value
+
+
+def _store_url(value: str) -> str:
+    from storage.store import parse_store_url
+
+    try:
+        parse_store_url(value)
+    except MoraError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _profile_ref(value: str) -> str:
+    try:
+        load_profile(value)
+    except MoraError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 Source = Annotated[str, Field(min_length=1, max_length=4096, description="a local file path, "
-                              "or store://<key> for an artifact already in the store")]
-Prompt = Annotated[str, Field(min_length=1, max_length=2000)]
-Seed = Annotated[int, Field(ge=0)]
+                              "or store://<key> for an artifact already in the store"),
+                   AfterValidator(_source)]
+Prompt = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_text)]
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
 Segments = Annotated[int, Field(ge=1, le=32, description="clips, each from the previous clip's "
                                 "last frame")]
+ProfileRef = Annotated[str, Field(min_length=1, max_length=4096, description="a profile name "
+                                  "(configs/profiles) or a YAML path"),
+                       AfterValidator(_profile_ref)]
+StoreUrl = Annotated[str, Field(max_length=4096, description="a folder, file:///path or "
+                                "s3://bucket/prefix"), AfterValidator(_store_url)]
+
 
 class SopResult(BaseModel):
     """What every SOP flow returns: the output video, where it is, and what the run stored."""

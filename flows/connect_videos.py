@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import (Prompt, Seed, SopResult, Source, ingest_inputs, open_run, publish,
-                          reviewed_transition)
+from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, ingest_inputs,
+                          open_run, publish, reviewed_transition)
 from tasks.artifacts import VideoArtifact
 from tasks.generate import seam_drift, splice
 from tasks.review import ReviewPolicy
@@ -26,8 +26,8 @@ def connect_videos(
     video_a: Source,
     video_b: Source,
     prompt: Prompt | None = None,
-    profile: str = "tiny",
-    store: str | None = None,
+    profile: ProfileRef = "tiny",
+    store: StoreUrl | None = None,
     seed: Seed = 0,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> ConnectVideosResult:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import (Prompt, Seed, SopResult, Source, animate, ingest_inputs, open_run,
-                          publish, reviewed_edit)
+from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, animate,
+                          ingest_inputs, open_run, publish, reviewed_edit)
 from flows.stages import reviewed_first_frame
 from mora.errors import MoraError
 from tasks.generate import first_frame
@@ -33,8 +33,8 @@ class DigitalWorldResult(SopResult):
 def digital_world(
     prompt: Prompt | None = None,
     video: Source | None = None,
-    profile: str = "tiny",
-    store: str | None = None,
+    profile: ProfileRef = "tiny",
+    store: StoreUrl | None = None,
     seed: Seed = 0,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> DigitalWorldResult:

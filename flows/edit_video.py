@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import (Prompt, Seed, SopResult, Source, animate, ingest_inputs, open_run,
-                          publish, reviewed_edit)
+from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, animate,
+                          ingest_inputs, open_run, publish, reviewed_edit)
 from tasks.generate import first_frame
 from tasks.review import ReviewPolicy
 
@@ -23,8 +23,8 @@ def edit_video(
     video: Source,
     instruction: Prompt,
     prompt: Prompt | None = None,
-    profile: str = "tiny",
-    store: str | None = None,
+    profile: ProfileRef = "tiny",
+    store: StoreUrl | None = None,
     seed: Seed = 0,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> EditVideoResult:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from prefect import flow, get_run_logger
 
-from flows.common import Prompt, Source
+from flows.common import Prompt, Source, StoreUrl
 from metrics.paper_tables import paper_markdown
 from storage import open_store
 from tasks.artifacts import RunContext
@@ -34,7 +34,7 @@ class EvaluateResult(BaseModel):
 def evaluate(
     videos: Annotated[list[Source], Field(min_length=1, max_length=1000)],
     prompt: Prompt | None = None,
-    store: str | None = None,
+    store: StoreUrl | None = None,
     task: EvalTask = "t2v",
     vbench: bool = False,
 ) -> EvaluateResult:

@@ -14,8 +14,8 @@ from pydantic import Field
 
 from prefect import flow, get_run_logger
 
-from flows.common import (Prompt, Seed, Segments, SopResult, Source, animate, ingest_inputs,
-                          open_run, publish)
+from flows.common import (ProfileRef, Prompt, Seed, Segments, SopResult, Source, StoreUrl,
+                          animate, ingest_inputs, open_run, publish)
 from mora.errors import MoraError
 from tasks.artifacts import VideoArtifact
 from tasks.generate import last_frame, seam_drift, splice
@@ -48,8 +48,8 @@ def extend_video(
     segments: Segments = 1,
     drift: Literal["warn", "fail"] = "warn",
     drift_tolerance: Annotated[float, Field(ge=0, le=255)] = DRIFT_TOLERANCE,
-    profile: str = "tiny",
-    store: str | None = None,
+    profile: ProfileRef = "tiny",
+    store: StoreUrl | None = None,
     seed: Seed = 0,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> ExtendVideoResult:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import (Prompt, Seed, SopResult, Source, animate, ingest_inputs, open_run,
-                          publish, reviewed_edit)
+from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, animate,
+                          ingest_inputs, open_run, publish, reviewed_edit)
 from tasks.review import ReviewPolicy
 
 
@@ -19,8 +19,8 @@ def image_to_video(
     image: Source,
     prompt: Prompt | None = None,
     edit_instruction: Prompt | None = None,
-    profile: str = "tiny",
-    store: str | None = None,
+    profile: ProfileRef = "tiny",
+    store: StoreUrl | None = None,
     seed: Seed = 0,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> ImageToVideoResult:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from prefect import flow
 
 from configs import load_profile
+from flows.common import ProfileRef, Prompt, Seed, Segments, StoreUrl
 from flows.stages import animate, reviewed_first_frame
 from storage import open_store
 from tasks.artifacts import RunContext, VideoArtifact
@@ -30,12 +29,11 @@ class TextToVideoResult(BaseModel):
 
 @flow(name="text-to-video", log_prints=True)
 def text_to_video(
-    prompt: Annotated[str, Field(min_length=1, max_length=2000)],
-    segments: Annotated[int, Field(ge=1, le=32, description="clips, each from the previous "
-                                   "clip's last frame")] = 1,
-    profile: str = "tiny",
-    store: str | None = None,
-    seed: Annotated[int, Field(ge=0)] = 0,
+    prompt: Prompt,
+    segments: Segments = 1,
+    profile: ProfileRef = "tiny",
+    store: StoreUrl | None = None,
+    seed: Seed = 0,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> TextToVideoResult:
     # 1. Resolve the profile and the store (bad names fail here, before any work).

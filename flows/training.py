@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -18,7 +18,9 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
 from configs import load_profile, load_training_config
+from configs.ablations import Modulation
 from configs.training import TrainingConfig
+from flows.sampling import SampleJob, sample_all
 from storage import open_store
 from tasks.artifacts import RunContext
 from tasks.generate import CACHED
@@ -26,9 +28,9 @@ from tasks.report import image_markdown
 from tasks.review import ReviewPolicy, human_pick
 from tasks.training import (CandidateSet, Decision, Vote, candidates_sheet, export_weights,
                             finetune_chunk, generate_prompts, held_out_score, judge_candidates,
-                            latest_round, plot_rounds, sample_candidates, write_dataset,
-                            write_report)
+                            latest_round, plot_rounds, write_dataset, write_report)
 
+Unattended = Literal["discard", "judge_a"]
 RoundId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
                                description="names the round in the store; rerun with the same "
                                "id to resume it")]
@@ -51,7 +53,7 @@ class TrainResult(BaseModel):
     plot_key: str
 
 
-@task(name="decide", tags=["mora", "cpu"], **CACHED)
+@task(name="decide", **CACHED)
 def decide(cfg: TrainingConfig, store_url: str, ctx: RunContext, cset: CandidateSet, vote: Vote,
            policy: ReviewPolicy) -> Decision:
     """Judges agree: accept. They differ: a human picks or rejects (paper A.6), or, unattended,
@@ -96,6 +98,13 @@ def training_round(
     review: ReviewPolicy = ReviewPolicy(),
     prompts: Annotated[int | None, Field(ge=1, le=1000, description="override the config's P")] = None,
     candidates: Annotated[int | None, Field(ge=2, le=16, description="override the config's C")] = None,
+    modulation: Annotated[Modulation | None, Field(description="override the config's "
+                                                   "self-modulation init (ablations)")] = None,
+    unattended: Annotated[Unattended | None, Field(description="override the config's rule for "
+                                                   "unreviewed disagreements")] = None,
+    draws: Annotated[str | None, Field(max_length=80, description="what seeds the round's "
+                                       "prompts, candidates and criteria (default: the round "
+                                       "id); ablation variants share it")] = None,
 ) -> RoundResult:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -106,20 +115,22 @@ def training_round(
         clock = time.perf_counter()
 
     # 1. Config, agents' profile, store; seeds and criteria drawn from (seed, round id).
-    cfg = configured(config, prompts, candidates)
+    cfg = configured(config, prompts, candidates, modulation, unattended)
     prof = load_profile(cfg.profile)
     store_url = open_store(store).url
     ctx = RunContext(sop="training", profile=prof.name)
-    rng = random.Random(f"{seed}/{round_id}")
+    rng = random.Random(f"{seed}/{draws or round_id}")
 
     # 2. Prompts: generated, near-duplicates (and earlier rounds' prompts) removed.
     texts = generate_prompts(prof, cfg, rng.randrange(2**31), seen_prompts)
     lap("prompts")
 
-    # 3. Candidates: C per prompt, each with a recorded seed, sampled with this round's weights.
-    csets = [sample_candidates(prof, cfg, store_url, ctx, i, prompt,
-                               [rng.randrange(2**31) for _ in range(cfg.candidates)],
-                               start_weights) for i, prompt in enumerate(texts)]
+    # 3. Candidates: C per prompt, each with a recorded seed, sampled with this round's weights
+    #    (in this process, or spread over workers: the config's sampling engine).
+    jobs = [SampleJob(prompt_index=i, prompt=prompt,
+                      seeds=[rng.randrange(2**31) for _ in range(cfg.candidates)])
+            for i, prompt in enumerate(texts)]
+    csets = sample_all(cfg, store_url, ctx, jobs, start_weights)
     lap("sampling")
 
     # 4. Votes: both judges rank each set under one criterion drawn from the paper's ten.
@@ -160,11 +171,15 @@ def training_round(
                        report_key=report_key, report=report)
 
 
-def configured(config: str, prompts: int | None = None,
-               candidates: int | None = None) -> TrainingConfig:
-    """The named config with the command line's overrides, validated again."""
+def configured(config: str, prompts: int | None = None, candidates: int | None = None,
+               modulation: Modulation | None = None,
+               unattended: Unattended | None = None) -> TrainingConfig:
+    """The named config with the command line's (or an ablation's) overrides, validated again."""
     cfg = load_training_config(config)
-    overrides = {k: v for k, v in (("prompts", prompts), ("candidates", candidates)) if v}
+    overrides: dict = {k: v for k, v in (("prompts", prompts), ("candidates", candidates),
+                                         ("unattended", unattended)) if v}
+    if modulation:
+        overrides["finetune"] = {**cfg.finetune.model_dump(), "modulation": modulation}
     if not overrides:
         return cfg
     from pydantic import ValidationError
@@ -187,7 +202,8 @@ def _report(round_id, cfg, prompts, votes, decisions, losses, factors, before, a
             dataset_key, state_key, weights_key, step, seconds) -> dict:
     outcomes = [d.outcome for d in decisions]
     return {
-        "round_id": round_id, "config": cfg.name, "prompts": prompts,
+        "round_id": round_id, "config": cfg.name, "modulation": cfg.finetune.modulation,
+        "unattended": cfg.unattended, "prompts": prompts,
         "candidates": cfg.candidates,
         "agreement_rate": sum(v.agreed is not None for v in votes) / len(votes),
         "escalations": sum(v.agreed is None for v in votes),
@@ -225,9 +241,12 @@ def train(
     review: ReviewPolicy = ReviewPolicy(),
     prompts: Annotated[int | None, Field(ge=1, le=1000)] = None,
     candidates: Annotated[int | None, Field(ge=2, le=16)] = None,
+    modulation: Modulation | None = None,
+    unattended: Unattended | None = None,
+    draws: Annotated[str | None, Field(max_length=40)] = None,
 ) -> TrainResult:
     """R rounds: each round samples with, and fine-tunes from, the round before's checkpoint."""
-    cfg = configured(config, prompts, candidates)
+    cfg = configured(config, prompts, candidates, modulation, unattended)
     store_url = open_store(store).url
     results: list[RoundResult] = []
     state_key = weights_key = None
@@ -236,7 +255,8 @@ def train(
         result = training_round(round_id=f"{name}-r{r}", config=config, store=store_url,
                                 seed=seed, start_state=state_key, start_weights=weights_key,
                                 seen_prompts=seen, review=review, prompts=prompts,
-                                candidates=candidates)
+                                candidates=candidates, modulation=modulation,
+                                unattended=unattended, draws=draws and f"{draws}-r{r}")
         results.append(result)
         state_key, weights_key = result.state_key, result.weights_key
         seen = seen + result.report["prompts"]

@@ -149,20 +149,34 @@ def paper_markdown(records: Iterable[Mapping[str, Any]], task: str = "t2v") -> s
     """A markdown table laid out like the paper's table for ``task``: our row (mean over the
     evaluated videos; "n/a" where not computed; † on proxy values) above the paper's quoted rows,
     each labelled with where it comes from."""
-    table = paper_table(task)
     records = list(records)
-    summary = ours_summary(records)
     videos = len({r["video"] for r in records})
+    return _markdown(paper_table(task), [(f"ours (mean of {videos} video(s))", records)])
+
+
+def ablation_markdown(variants: Iterable[tuple[str, Iterable[Mapping[str, Any]]]]) -> str:
+    """Table 5's layout: one row per ablation variant of ours (``(label, records)``, records of
+    the variant's evaluated videos), then the paper's published ablation rows."""
+    return _markdown(TABLE5, [(label, list(records)) for label, records in variants])
+
+
+def _ours_cells(table: PaperTable, records: list[Mapping[str, Any]]) -> list[str]:
+    summary = ours_summary(records)
+    cells = []
+    for _, metric in table.columns:
+        mean, is_proxy, _ = summary.get(metric, (None, False, 0)) if metric else (None, False, 0)
+        cells.append("n/a" if mean is None else f"{mean:.3f}" + ("†" if is_proxy else ""))
+    return cells
+
+
+def _markdown(table: PaperTable, ours: list[tuple[str, list[Mapping[str, Any]]]]) -> str:
     source_quoted = f"quoted from the paper ({table.title})"
     head = ["Model", "Source", *(c for c, _ in table.columns)]
     lines = [f"### {table.title} ({table.caption}): ours beside the paper's published rows", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    ours = []
-    for _, metric in table.columns:
-        mean, is_proxy, _ = summary.get(metric, (None, False, 0)) if metric else (None, False, 0)
-        ours.append("n/a" if mean is None else f"{mean:.3f}" + ("†" if is_proxy else ""))
-    lines.append("| " + " | ".join([f"ours (mean of {videos} video(s))", "this evaluation",
-                                     *ours]) + " |")
+    for label, records in ours:
+        lines.append("| " + " | ".join([_cell(label), "this evaluation",
+                                         *_ours_cells(table, records)]) + " |")
     for row in table.rows:
         cells = [_cell(row.model), source_quoted,
                  *(_quoted(v, c) for v, (c, _) in zip(row.values, table.columns))]
@@ -172,6 +186,6 @@ def paper_markdown(records: Iterable[Mapping[str, Any]], task: str = "t2v") -> s
               "† proxy: VBench's (or the paper's) rule around a weight-free stand-in for its "
               "network, not comparable with published VBench numbers. n/a: not computed (no "
               "local model for it, or its inputs were not given)."]
-    if table is TABLE1:
+    if table.columns is TABLE1_COLUMNS:
         lines.append("Video Quality is the paper's aggregate score; we do not compute it.")
     return "\n".join(lines)

@@ -46,15 +46,57 @@ def _checked_out_path(path: Optional[Path]) -> Optional[Path]:
     return path
 
 
-def _common(profile: Optional[str], store: Optional[str], seed: int):
-    """Validate the options every command takes; returns (profile name, store url)."""
+def _common(profile: Optional[str], store: Optional[str], seed: int, models: bool = True):
+    """Validate the options every command takes; returns (profile name, store url, profile).
+
+    Before any work: the profile's weights must be loadable (offline: in the HF cache; local
+    folders: safetensors) and the store reachable and writable."""
     from agents.base import check_seed
     from configs import load_profile
-    from storage import open_store
 
     check_seed(seed)
     prof = load_profile(profile or default_profile())
-    return profile or default_profile(), open_store(store).url, prof
+    if models:
+        _check_models(prof, ("text_to_image", "image_to_image", "image_to_video", "connector"))
+    return profile or default_profile(), _checked_store(store), prof
+
+
+def _check_models(prof, roles: tuple[str, ...]) -> None:
+    """The agents' weights are loadable (offline: in the HF cache; local folders: safetensors)."""
+    from agents.loading import check_weights_present
+
+    for role in roles:
+        check_weights_present(getattr(prof, role))
+    if any(getattr(prof, role).model.startswith("tiny:") for role in roles):
+        _check_mora_home()  # tiny models are built there on first use
+
+
+def _checked_store(url: Optional[str]) -> str:
+    """The store's URL once it is known to take writes: S3 (bucket and credentials, one HEAD
+    request) or a local folder that exists or can be made. Nothing is created here."""
+    from storage import open_store
+
+    store = open_store(url)
+    if hasattr(store, "check"):
+        store.check()
+        return store.url
+    _check_writable_folder(Path(store.url), f"store {store.url}")
+    return store.url
+
+
+def _check_writable_folder(path: Path, what: str) -> None:
+    """``path`` is a writable folder, or could be made as one (nothing is created here)."""
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise MoraError(f"{what} cannot be written ({folder} is not a writable folder)")
+
+
+def _check_mora_home() -> None:
+    from mora.settings import mora_home
+
+    _check_writable_folder(mora_home() / "tiny", f"MORA_HOME {mora_home()}")
 
 
 @app.command()
@@ -253,6 +295,29 @@ def digital_world_cmd(
              texts=("prompt",), files={"video": "video"}, prompt=prompt, video=video)
 
 
+def _check_training_options(rounds: int, prompts: Optional[int], candidates: Optional[int],
+                            name: str, seed: int, config: str, max_name: int = 36) -> None:
+    import re
+
+    from agents.base import check_seed
+    from flows.training import configured
+
+    if not 1 <= rounds <= 100:
+        raise MoraError(f"--rounds must be between 1 and 100, got {rounds}")
+    if prompts is not None and prompts < 1:
+        raise MoraError(f"--prompts must be at least 1, got {prompts}")
+    if candidates is not None and not 2 <= candidates <= 16:
+        raise MoraError(f"--candidates must be between 2 and 16, got {candidates}")
+    if not re.fullmatch(rf"[a-z0-9][a-z0-9_-]{{0,{max_name - 1}}}", name):
+        raise MoraError(f"--name must be lowercase letters, digits, '-' or '_' (at most "
+                        f"{max_name}), got '{name}'")
+    check_seed(seed)
+    cfg = configured(config, prompts, candidates)
+    from configs import load_profile
+
+    _check_models(load_profile(cfg.profile), ("text_to_image", "image_to_video"))
+
+
 @app.command()
 def train(
     rounds: int = typer.Option(1, "--rounds", help="training rounds (each from the last's weights)"),
@@ -269,24 +334,10 @@ def train(
                                "disagree; auto: the config's unattended rule"),
 ) -> None:
     """The data-free training loop: prompts → candidates → two judges → (human) → fine-tune."""
-    import re
-
-    from agents.base import check_seed
-    from flows.training import configured
     from storage import open_store
 
-    if not 1 <= rounds <= 100:
-        raise MoraError(f"--rounds must be between 1 and 100, got {rounds}")
-    if prompts is not None and prompts < 1:
-        raise MoraError(f"--prompts must be at least 1, got {prompts}")
-    if candidates is not None and not 2 <= candidates <= 16:
-        raise MoraError(f"--candidates must be between 2 and 16, got {candidates}")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,35}", name):
-        raise MoraError(f"--name must be lowercase letters, digits, '-' or '_' (at most 36), "
-                        f"got '{name}'")
-    check_seed(seed)
-    configured(config, prompts, candidates)
-    store_url = open_store(store).url
+    _check_training_options(rounds, prompts, candidates, name, seed, config)
+    store_url = _checked_store(store)
     policy = _review_policy(review)
     from flows.training import train as train_flow
 
@@ -301,6 +352,50 @@ def train(
                   f"{rep['agreement_rate']:.2f}, held-out {rep['held_out_before']:.4f} → "
                   f"{rep['held_out_after']:.4f}, dataset {r.dataset_key}, weights {r.weights_key}")
     out.print(f"plot: {store_.uri(result.plot_key)}")
+    out.print(f"store: {result.store}")
+
+
+@app.command()
+def ablate(
+    variants: str = typer.Option("full,no-human,no-modulation,random-init", "--variants",
+                                 help="comma-separated Table 5 variants: full no-human "
+                                 "no-modulation random-init"),
+    rounds: int = typer.Option(1, "--rounds", help="training rounds per variant"),
+    prompts: Optional[int] = typer.Option(None, "--prompts", help="P prompts per round "
+                                          "[default: the config's]"),
+    candidates: Optional[int] = typer.Option(None, "--candidates", help="C candidates per prompt "
+                                             "[default: the config's]"),
+    config: str = typer.Option("tiny", "--config", help="training config name or YAML path"),
+    name: str = typer.Option("ablation", "--name", help="names the variants' rounds "
+                             "(<name>-<variant>-r1, …); rerun with the same name to resume"),
+    store: Optional[str] = StoreOpt,
+    seed: int = SeedOpt,
+    review: str = typer.Option("auto", "--review", help="ask: a human settles the judges' "
+                               "disagreements in the variants with human review"),
+) -> None:
+    """The paper's Table 5 ablations: train each variant, evaluate its samples, print the table."""
+    from configs.ablations import PAPER_VARIANTS
+
+    known = {v.name: v for v in PAPER_VARIANTS}
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in known]
+    if not chosen or unknown:
+        raise MoraError(f"--variants must name some of {' '.join(known)}, got '{variants}'")
+    if len(set(chosen)) != len(chosen):
+        raise MoraError(f"--variants names a variant twice: '{variants}'")
+    _check_training_options(rounds, prompts, candidates, name, seed, config, max_name=20)
+    store_url = _checked_store(store)
+    policy = _review_policy(review)
+    from flows.ablations import ablations
+    from storage import open_store
+
+    result = _run_flow(lambda: ablations(variants=[known[v] for v in chosen], config=config,
+                                         rounds=rounds, store=store_url, seed=seed, name=name,
+                                         review=policy, prompts=prompts, candidates=candidates),
+                       f"ablations: {len(chosen)} variant(s), config '{config}'", policy)
+    sys.stdout.write(result.markdown + "\n")  # markdown as is: made to be pasted
+    store_ = open_store(result.store)
+    out.print(f"table: {store_.uri(result.parquet_key)} (and .csv)")
     out.print(f"store: {result.store}")
 
 
@@ -333,7 +428,7 @@ def eval_cmd(
         check_text("prompt", prompt)
     if len(videos) > 1000:
         raise MoraError(f"at most 1000 videos at a time, got {len(videos)}")
-    _, store_url, _ = _common(profile, store, seed)
+    _, store_url, _ = _common(profile, store, seed, models=False)  # metrics load no profile model
     from storage import open_store
     from storage.inputs import read_input
     from tasks.media import decode_input
@@ -387,6 +482,7 @@ def build_tiny(force: bool = typer.Option(False, "--force", help="rebuild even i
     from agents.tiny import TINY_MODELS, ensure_tiny_model, tiny_model_dir
     from mora.settings import mora_home
 
+    _check_mora_home()
     with console.status("building tiny models…"):
         if force:
             from agents.tiny import build_tiny_zoo

@@ -20,9 +20,25 @@ err = Console(stderr=True)
 RunArg = typer.Argument(..., help="flow run id (see `mora review list`)")
 
 
+def _server_for(run: str | None = None) -> None:
+    """A run id must parse, and a server must be configured: a temporary server (what Prefect
+    starts without PREFECT_API_URL) knows no other process's runs."""
+    from prefect.settings import PREFECT_API_URL
+
+    from mora.errors import MoraError
+    from tasks.review import _uuid
+
+    if run is not None:
+        _uuid(run)
+    if not PREFECT_API_URL.value():
+        raise MoraError("`mora review` needs the Prefect server the run uses: set PREFECT_API_URL "
+                        "(e.g. http://127.0.0.1:4200/api after `prefect server start`)")
+
+
 def _answer(run: str, **decision: Any) -> None:
     from tasks.review import CandidateDecision, ReviewDecision, answer_review
 
+    _server_for(run)
     kind = CandidateDecision if decision["action"] in ("pick", "reject") else ReviewDecision
     answer_review(run, kind(**decision))
     out.print(f"{decision['action']}: flow run {run} resumed")
@@ -33,6 +49,7 @@ def list_reviews() -> None:
     """Runs waiting for a review, newest first."""
     from tasks.review import pending_reviews
 
+    _server_for()
     reviews = pending_reviews()
     if not reviews:
         out.print("no flow run is waiting for a review")
@@ -46,6 +63,7 @@ def show(run: str = RunArg) -> None:
     """What a paused run asks about: the stage, the try, the preview."""
     from tasks.review import pending_review
 
+    _server_for(run)
     review = pending_review(run)
     out.print(f"flow run {review.flow_run_id} ({review.flow_run_name}), paused since "
               f"{review.paused_since}")
@@ -77,10 +95,10 @@ def edit(run: str = RunArg,
 def pick(run: str = RunArg,
          candidate: int = typer.Argument(..., help="the candidate to keep (1-based)")) -> None:
     """Training: the judges disagreed; keep this candidate for the dataset."""
-    if candidate < 1:
+    if not 1 <= candidate <= 16:
         from mora.errors import MoraError
 
-        raise MoraError(f"candidate numbers start at 1, got {candidate}")
+        raise MoraError(f"candidate numbers start at 1 (at most 16), got {candidate}")
     _answer(run, action="pick", candidate=candidate)
 
 

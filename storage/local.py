@@ -1,10 +1,14 @@
-"""A store in a local folder. The folder is created by the first write, not before."""
+"""A store in a local folder. The folder is created by the first write, not before.
+
+A new artifact is committed with ``os.link`` from a temp file (sidecar first, then data): a link
+fails if the name exists, so an existing key is never replaced, unlike ``os.replace``, which is
+used only for ``overwrite=True`` and downloads.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,8 +46,22 @@ def _temp_beside(final: Path) -> tuple[int, Path]:
     return fd, Path(name)
 
 
-def _write_atomic(final: Path, fill: Callable[[BinaryIO], object]) -> object:
-    """Write ``final`` through a temp file in its folder: fill, fsync, chmod, rename."""
+class Mismatch(Exception):
+    """Data read does not match its sidecar (raised inside a copy so the temp file is dropped)."""
+
+
+def copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[str, int]:
+    """Copy ``src`` to ``dst``; the sha256 and size of what was copied."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := src.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+        dst.write(chunk)
+    return digest.hexdigest(), size
+
+
+def _write_temp(final: Path, fill: Callable[[BinaryIO], object]) -> tuple[Path, object]:
+    """A temp file beside ``final``, filled, fsynced and chmodded; the caller commits it."""
     fd, tmp = _temp_beside(final)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -51,6 +69,16 @@ def _write_atomic(final: Path, fill: Callable[[BinaryIO], object]) -> object:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, result
+
+
+def _write_atomic(final: Path, fill: Callable[[BinaryIO], object]) -> object:
+    """Write ``final`` through a temp file in its folder: fill, fsync, chmod, rename."""
+    tmp, result = _write_temp(final, fill)
+    try:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -79,71 +107,86 @@ class LocalStore(Store):
         return MoraError(f"cannot write '{key}' to store {self.url}: {reason}")
 
     def _commit(self, key: str, fill_data: Callable[[BinaryIO], tuple[str, int]],
-                make_sidecar: Callable[[str, int], bytes]) -> None:
+                make_sidecar: Callable[[str, int], bytes], overwrite: bool) -> None:
         """Data into a temp file (giving sha256, size) → sidecar committed → data committed.
 
         If committing the data fails, the previous sidecar (or none) is put back.
         """
         final = self._path(key)
         side = self._sidecar_path(key)
-        tmp: Path | None = None
+        temps: list[Path] = []
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = _temp_beside(final)
-            with os.fdopen(fd, "wb") as f:
-                sha256, size = fill_data(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, FILE_MODE)
+            tmp, (sha256, size) = _write_temp(final, fill_data)
+            temps.append(tmp)
             sidecar = make_sidecar(sha256, size)
-            try:
-                old_sidecar = side.read_bytes()
-            except FileNotFoundError:
-                old_sidecar = None
-            _write_atomic(side, lambda f: f.write(sidecar))
-            try:
-                os.replace(tmp, final)
-            except BaseException:
-                try:
-                    if old_sidecar is None:
-                        side.unlink(missing_ok=True)
-                    else:
-                        _write_atomic(side, lambda f: f.write(old_sidecar))
-                except OSError:
-                    pass
-                raise
+            if overwrite:
+                self._replace(side, sidecar, tmp, final)
+            else:
+                side_tmp, _ = _write_temp(side, lambda f: f.write(sidecar))
+                temps.append(side_tmp)
+                self._link_new(key, side_tmp, side, final, tmp)
             _fsync_dir(final.parent)
         except OSError as exc:
             raise self._write_error(key, exc) from exc
         finally:
-            if tmp is not None:
+            for tmp in temps:
                 tmp.unlink(missing_ok=True)
 
+    def _link_new(self, key: str, side_tmp: Path, side: Path, final: Path, tmp: Path) -> None:
+        """Create the sidecar, then the data, each only if absent (the sidecar is the claim)."""
+        try:
+            os.link(side_tmp, side)
+        except FileExistsError:
+            raise self._already_exists(key) from None
+        try:
+            os.link(tmp, final)
+        except BaseException as exc:
+            try:
+                side.unlink(missing_ok=True)  # ours: no earlier sidecar to put back
+            except OSError:
+                pass
+            if isinstance(exc, FileExistsError):  # data without a sidecar was there
+                raise self._already_exists(key) from None
+            raise
+
+    def _replace(self, side: Path, sidecar: bytes, tmp: Path, final: Path) -> None:
+        try:
+            old_sidecar = side.read_bytes()
+        except FileNotFoundError:
+            old_sidecar = None
+        _write_atomic(side, lambda f: f.write(sidecar))
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            try:
+                if old_sidecar is None:
+                    side.unlink(missing_ok=True)
+                else:
+                    _write_atomic(side, lambda f: f.write(old_sidecar))
+            except OSError:
+                pass
+            raise
+
     # ---- writes -----------------------------------------------------------------------------
-    def _put_bytes(self, key: str, data: bytes, sidecar: bytes, content_type: str) -> None:
+    def _put_bytes(self, key: str, data: bytes, sidecar: bytes, content_type: str,
+                   overwrite: bool) -> None:
         def fill(f: BinaryIO) -> tuple[str, int]:
             f.write(data)
             return "", len(data)
 
-        self._commit(key, fill, lambda _sha, _size: sidecar)
+        self._commit(key, fill, lambda _sha, _size: sidecar, overwrite)
 
-    def _put_file(self, key: str, path: Path, provenance: Provenance) -> None:
+    def _put_file(self, key: str, path: Path, provenance: Provenance, overwrite: bool) -> None:
         try:
             src = open(path, "rb")
         except OSError as exc:
             raise MoraError(f"cannot store '{path}': {exc.strerror or exc}") from None
 
-        def fill(f: BinaryIO) -> tuple[str, int]:
-            digest, size = hashlib.sha256(), 0
-            while chunk := src.read(CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                f.write(chunk)
-            return digest.hexdigest(), size
-
         with src:
-            self._commit(key, fill,
-                         lambda sha, size: self._sidecar_bytes(key, provenance, sha, size)[0])
+            self._commit(key, lambda f: copy_hashing(src, f),
+                         lambda sha, size: self._sidecar_bytes(key, provenance, sha, size)[0],
+                         overwrite)
 
     # ---- reads ------------------------------------------------------------------------------
     def _open(self, key: str) -> BinaryIO:
@@ -155,19 +198,47 @@ class LocalStore(Store):
         except OSError as exc:
             raise MoraError(f"cannot read '{key}' from store {self.url}: {exc.strerror}") from None
 
+    def _raw_sidecar(self, key: str) -> bytes | None:
+        try:
+            return self._sidecar_path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise MoraError(f"cannot read '{key}' from store {self.url}: {exc.strerror}") from None
+
+    # Two tries: an overwrite=True landing between the sidecar read and the data read.
+    _READ_TRIES = 2
+
     def get_bytes(self, key: str) -> bytes:
-        with self._open(key) as f:
-            return f.read()
+        for _ in range(self._READ_TRIES):
+            raw_sidecar = self._raw_sidecar(key)
+            with self._open(key) as f:
+                data = f.read()
+            problem = self._content_problem(key, raw_sidecar, hashlib.sha256(data).hexdigest(),
+                                            len(data))
+            if problem is None:
+                return data
+        raise self._corrupt(key, problem)
 
     def download(self, key: str, dest: str | os.PathLike) -> Path:
-        with self._open(key) as src:
-            target = _download_target(key, dest)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _write_atomic(target, lambda f: shutil.copyfileobj(src, f, CHUNK))
-            except OSError as exc:
-                raise MoraError(f"cannot download '{key}' to {target}: {exc.strerror or exc}") from None
-        return target
+        target = _download_target(key, dest)
+        for _ in range(self._READ_TRIES):
+            raw_sidecar = self._raw_sidecar(key)
+            with self._open(key) as src:
+                def fill(f: BinaryIO) -> None:
+                    problem = self._content_problem(key, raw_sidecar, *copy_hashing(src, f))
+                    if problem:
+                        raise Mismatch(problem)
+
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _write_atomic(target, fill)
+                    return target
+                except Mismatch as exc:
+                    problem = str(exc)
+                except OSError as exc:
+                    raise MoraError(f"cannot download '{key}' to {target}: {exc.strerror or exc}") from None
+        raise self._corrupt(key, problem)
 
     @contextmanager
     def local_path(self, key: str) -> Iterator[Path]:

@@ -2,7 +2,11 @@
 
 A store holds artifacts under generated keys (``new_key``); each artifact has a JSON provenance
 sidecar at ``<key>.prov.json`` that is written before the artifact itself, so any artifact a
-reader can see has its sidecar. Backends: ``LocalStore`` (a folder) and ``S3Store``.
+reader can see has its sidecar. Writes never replace an existing key unless asked to
+(``overwrite=True``): the sidecar is created only if absent, so of two writers racing for one
+key exactly one wins and the other gets "already exists". Reads check the data against the
+sha256 and size its sidecar records, so a truncated or corrupt object is never returned.
+Backends: ``LocalStore`` (a folder) and ``S3Store``.
 """
 
 from __future__ import annotations
@@ -205,6 +209,28 @@ class Store(ABC):
     def _missing(self, key: str) -> MoraError:
         return MoraError(f"no artifact '{key}' in store {self.url}")
 
+    def _already_exists(self, key: str) -> MoraError:
+        return MoraError(f"cannot write '{key}' to store {self.url}: it already exists "
+                         "(artifacts are never overwritten unless overwrite=True)")
+
+    def _content_problem(self, key: str, raw_sidecar: bytes | None, data_sha256: str,
+                         size: int) -> str | None:
+        """Why data with this sha256 and size is not what the sidecar records, or None.
+
+        No sidecar (a stray object; ``read_provenance`` reports it) means nothing to check.
+        """
+        if raw_sidecar is None:
+            return None
+        recorded = self._parse_provenance(key, raw_sidecar)
+        if recorded.size is not None and recorded.size != size:
+            return f"read {size} bytes, its provenance records {recorded.size}"
+        if recorded.sha256 and recorded.sha256 != data_sha256:
+            return f"sha256 {data_sha256[:16]}… differs from the {recorded.sha256[:16]}… recorded"
+        return None
+
+    def _corrupt(self, key: str, problem: str) -> MoraError:
+        return MoraError(f"artifact '{key}' in store {self.url} is truncated or corrupt: {problem}")
+
     # ---- provenance -------------------------------------------------------------------------
     def _sidecar_bytes(self, key: str, provenance: Provenance, sha256: str, size: int) -> tuple[bytes, str]:
         """The sidecar's JSON with sha256/size (and content_type when empty) filled in."""
@@ -234,8 +260,12 @@ class Store(ABC):
             ) from None
 
     # ---- public API -------------------------------------------------------------------------
-    def put_bytes(self, key: str, data: bytes, provenance: Provenance) -> str:
-        """Store ``data`` under ``key`` (sidecar first, then the data, each atomically)."""
+    def put_bytes(self, key: str, data: bytes, provenance: Provenance, *,
+                  overwrite: bool = False) -> str:
+        """Store ``data`` under ``key`` (sidecar first, then the data, each atomically).
+
+        An existing ``key`` raises ``MoraError("... already exists")`` unless ``overwrite``.
+        """
         key = self._check_key(key)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
@@ -243,25 +273,30 @@ class Store(ABC):
         sidecar, content_type = self._sidecar_bytes(
             key, provenance, hashlib.sha256(data).hexdigest(), len(data)
         )
-        self._put_bytes(key, data, sidecar, content_type)
+        self._put_bytes(key, data, sidecar, content_type, overwrite)
         return key
 
-    def put_file(self, key: str, path: str | os.PathLike, provenance: Provenance) -> str:
-        """Store the local file ``path`` under ``key`` (sidecar first, then the data)."""
+    def put_file(self, key: str, path: str | os.PathLike, provenance: Provenance, *,
+                 overwrite: bool = False) -> str:
+        """Store the local file ``path`` under ``key`` (sidecar first, then the data).
+
+        An existing ``key`` raises ``MoraError("... already exists")`` unless ``overwrite``.
+        """
         key = self._check_key(key)
         if not isinstance(provenance, Provenance):
             raise TypeError(f"provenance must be a storage.Provenance, not {type(provenance).__name__}")
         path = Path(path)
         if not path.is_file():
             raise MoraError(f"cannot store '{path}': no such file")
-        self._put_file(key, path, provenance)
+        self._put_file(key, path, provenance, overwrite)
         return key
 
     @abstractmethod
-    def _put_bytes(self, key: str, data: bytes, sidecar: bytes, content_type: str) -> None: ...
+    def _put_bytes(self, key: str, data: bytes, sidecar: bytes, content_type: str,
+                   overwrite: bool) -> None: ...
 
     @abstractmethod
-    def _put_file(self, key: str, path: Path, provenance: Provenance) -> None: ...
+    def _put_file(self, key: str, path: Path, provenance: Provenance, overwrite: bool) -> None: ...
 
     @abstractmethod
     def get_bytes(self, key: str) -> bytes: ...

@@ -40,8 +40,19 @@ def _current_flow_run_id() -> str | None:
     return flow_run.id
 
 
+def _worker() -> dict[str, str | None]:
+    """Which machine and devices made an artifact (one worker per GPU pins its device)."""
+    import os
+    import socket
+
+    return {"host": socket.gethostname(), "pid": str(os.getpid()),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
 def provenance(kind: str, ctx: RunContext, seed: int | None = None, models: list[dict] = (),
                parents: list[str] = (), **params: Any) -> Provenance:
+    if models:  # made by a model: record where it ran
+        params = {**params, "worker": _worker()}
     return Provenance(
         kind=kind, flow_run_id=_current_flow_run_id(), sop=ctx.sop, prompt=ctx.prompt,
         enhanced_prompt=ctx.enhanced_prompt, seed=seed, profile=ctx.profile,

@@ -63,7 +63,7 @@ def _evaluate_cache_key(context, parameters) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()
 
 
-@task(name="evaluate-video", tags=["mora", "cpu"], cache_key_fn=_evaluate_cache_key,
+@task(name="evaluate-video", cache_key_fn=_evaluate_cache_key,
       persist_result=True)
 def evaluate_video(store_url: str, video: InputArtifact | str, prompt: str | None = None,
                    caption: str | None = None, label: str | None = None) -> list[dict[str, Any]]:
@@ -85,7 +85,7 @@ def records_frame(records: list[dict[str, Any]]):
         {"value": "float64"})
 
 
-@task(name="write-eval-table", tags=["mora", "cpu"])
+@task(name="write-eval-table")
 def write_results(store_url: str, ctx: RunContext, records: list[dict[str, Any]],
                   parents: list[str]) -> EvalTables:
     """The records as one table in the store, ``eval/…parquet`` and the same name ``.csv``
@@ -105,7 +105,7 @@ def write_results(store_url: str, ctx: RunContext, records: list[dict[str, Any]]
     return EvalTables(parquet_key=parquet_key, csv_key=csv_key)
 
 
-@task(name="publish-paper-table", tags=["mora", "cpu"])
+@task(name="publish-paper-table")
 def publish_markdown(markdown: str, key: str = "mora-eval-paper") -> str:
     create_markdown_artifact(markdown=markdown, key=key,
                              description="our evaluation beside the paper's published numbers")
@@ -127,7 +127,7 @@ def vbench_name(prompt: str, index: int, limit: int = 200) -> str:
     return f"{text.rstrip()}-{index}.mp4"
 
 
-@task(name="export-vbench", tags=["mora", "cpu"])
+@task(name="export-vbench")
 def export_vbench(videos: list[InputArtifact | str], prompts: list[str], store: str,
                   run: str | None = None, ctx: RunContext | None = None) -> list[str]:
     """Copy ``videos`` (input artifacts or store keys) to ``vbench/<run>/{prompt}-{i}.mp4``, the
@@ -151,5 +151,6 @@ def export_vbench(videos: list[InputArtifact | str], prompts: list[str], store: 
         seen[stem] = seen.get(stem, -1) + 1
         parent = video.key if isinstance(video, InputArtifact) else video.removeprefix(STORE_SCHEME)
         keys.append(opened.put_bytes(f"vbench/{run}/{stem}-{seen[stem]}.mp4", data, provenance(
-            "vbench-export", ctx, parents=[parent], vbench_prompt=stem, mode="custom_input")))
+            "vbench-export", ctx, parents=[parent], vbench_prompt=stem, mode="custom_input"),
+            overwrite=True))  # fixed names (VBench reads prompts from them); a retried run rewrites
     return keys

@@ -31,17 +31,49 @@ def _transient(task, task_run, state) -> bool:
 
 
 CACHED = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+# Only GPU work is tagged: Prefect takes tag concurrency slots for every tagged task run (an API
+# round trip each, limit or not), which is worth paying only where a limit guards a device.
 ON_GPU = dict(CACHED, tags=["mora", "gpu"], retries=1, retry_delay_seconds=10,
               retry_condition_fn=_transient)
 
 
-@task(name="enhance-prompt", tags=["mora", "cpu"], retries=2, retry_delay_seconds=5,
+def on_gpu(fn):
+    """Run ``fn`` holding a slot of the worker's GPU concurrency limit (``MORA_GPU_LIMIT``).
+
+    The limit is taken with ``strict=True``: a worker configured for a limit that does not
+    exist on the server fails the task, rather than running unguarded."""
+    import functools
+
+    @functools.wraps(fn)
+    def guarded(*args, **kwargs):
+        from contextlib import ExitStack
+
+        from mora.settings import gpu_concurrency_limit
+
+        with ExitStack() as slot:
+            if name := gpu_concurrency_limit():
+                from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+                from prefect.concurrency.sync import concurrency
+
+                try:
+                    slot.enter_context(concurrency(name, occupy=1, strict=True))
+                except ConcurrencySlotAcquisitionError:
+                    raise MoraError(f"GPU concurrency limit '{name}' (MORA_GPU_LIMIT) does not "
+                                    f"exist on the server: prefect gcl create {name} --limit 1"
+                                    ) from None
+            return fn(*args, **kwargs)
+
+    return guarded
+
+
+@task(name="enhance-prompt", retries=2, retry_delay_seconds=5,
       retry_condition_fn=_transient, **CACHED)
 def enhance_prompt(profile: Profile, prompt: str) -> str:
     return agents_for(profile).enhancer.enhance(prompt)
 
 
 @task(name="text-to-image", **ON_GPU)
+@on_gpu
 def text_to_image(profile: Profile, store_url: str, ctx: RunContext, seed: int) -> str:
     agent = agents_for(profile).text_to_image
     image = agent(ctx.enhanced_prompt or ctx.prompt, seed)
@@ -51,6 +83,7 @@ def text_to_image(profile: Profile, store_url: str, ctx: RunContext, seed: int) 
 
 
 @task(name="image-to-image", **ON_GPU)
+@on_gpu
 def image_to_image(profile: Profile, store_url: str, ctx: RunContext, image_key: str,
                    instruction: str, seed: int) -> str:
     agent = agents_for(profile).image_to_image
@@ -62,6 +95,7 @@ def image_to_image(profile: Profile, store_url: str, ctx: RunContext, image_key:
 
 
 @task(name="image-to-video", **ON_GPU)
+@on_gpu
 def image_to_video(profile: Profile, store_url: str, ctx: RunContext, image_key: str,
                    seed: int, segment: int = 0) -> VideoArtifact:
     agent = agents_for(profile).image_to_video
@@ -72,7 +106,7 @@ def image_to_video(profile: Profile, store_url: str, ctx: RunContext, image_key:
                                  stage="clip", segment=segment))
 
 
-@task(name="last-frame", tags=["mora", "cpu"], **CACHED)
+@task(name="last-frame", **CACHED)
 def last_frame(profile: Profile, store_url: str, ctx: RunContext, video: VideoArtifact) -> str:
     """The clip's final frame as an image: where the next segment starts."""
     store = open_store(store_url)
@@ -81,7 +115,7 @@ def last_frame(profile: Profile, store_url: str, ctx: RunContext, video: VideoAr
                       provenance("image", ctx, parents=[video.frames_key], stage="last_frame"))
 
 
-@task(name="join-clips", tags=["mora", "cpu"], retries=2, retry_delay_seconds=5,
+@task(name="join-clips", retries=2, retry_delay_seconds=5,
       retry_condition_fn=_transient, **CACHED)
 def join_clips(profile: Profile, store_url: str, ctx: RunContext,
                clips: list[VideoArtifact]) -> VideoArtifact:
@@ -92,7 +126,7 @@ def join_clips(profile: Profile, store_url: str, ctx: RunContext,
                                  stage="final", segments=len(clips)))
 
 
-@task(name="first-frame", tags=["mora", "cpu"], **CACHED)
+@task(name="first-frame", **CACHED)
 def first_frame(profile: Profile, store_url: str, ctx: RunContext, video: VideoArtifact) -> str:
     """The video's opening frame as an image: what an edit or a restyle starts from."""
     store = open_store(store_url)
@@ -102,6 +136,7 @@ def first_frame(profile: Profile, store_url: str, ctx: RunContext, video: VideoA
 
 
 @task(name="connect", **ON_GPU)
+@on_gpu
 def connect(profile: Profile, store_url: str, ctx: RunContext, before: VideoArtifact,
             after: VideoArtifact, seed: int) -> VideoArtifact:
     """A transition clip from ``before``'s last frame to ``after``'s first (video connector)."""
@@ -115,7 +150,7 @@ def connect(profile: Profile, store_url: str, ctx: RunContext, before: VideoArti
                                  [before.frames_key, after.frames_key], stage="transition"))
 
 
-@task(name="seam-drift", tags=["mora", "cpu"], **CACHED)
+@task(name="seam-drift", **CACHED)
 def seam_drift(store_url: str, before: VideoArtifact, after: VideoArtifact) -> float:
     """Mean absolute pixel difference (0-255) between ``before``'s last and ``after``'s first frame."""
     store = open_store(store_url)
@@ -123,7 +158,7 @@ def seam_drift(store_url: str, before: VideoArtifact, after: VideoArtifact) -> f
                                load_frames(store, after.frames_key)[0][0])
 
 
-@task(name="splice", tags=["mora", "cpu"], retries=2, retry_delay_seconds=5,
+@task(name="splice", retries=2, retry_delay_seconds=5,
       retry_condition_fn=_transient, **CACHED)
 def splice(profile: Profile, store_url: str, ctx: RunContext, parts: list[VideoArtifact],
            params: dict | None = None) -> VideoArtifact:

@@ -54,7 +54,7 @@ def _content_cache_key(context, parameters) -> str | None:
     return hashlib.sha256(scope.encode()).hexdigest()
 
 
-@task(name="ingest-input", tags=["mora", "cpu"], cache_key_fn=_content_cache_key,
+@task(name="ingest-input", cache_key_fn=_content_cache_key,
       persist_result=True)
 def ingest(store_url: str, ctx: RunContext, source: str, kind: InputKind,
            name: str | None = None) -> InputArtifact:

@@ -7,6 +7,7 @@ the playable rendition for people. Everything here is pure: bytes in, bytes out.
 from __future__ import annotations
 
 import io
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 MAX_FRAMES = 10_000
+MAX_SIDE = 8192  # a user's image or video frame; larger inputs are refused before decoding
+MAX_DECODED_BYTES = 4 << 30  # decoded frames are held in memory (T×H×W×3 uint8)
 
 
 def images_to_array(images: list["Image"]) -> np.ndarray:
@@ -42,11 +45,30 @@ def read_image(data: bytes, name: str = "image") -> "Image":
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # PIL's size warning: the size is checked right here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        _check_side(name, *image.size)  # from the header: a huge image is never decoded
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise MoraError(f"{name} is not a readable image ({exc.__class__.__name__})") from None
     return image.convert("RGB")
+
+
+def _check_side(name: str, width: int, height: int) -> None:
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise MoraError(f"{name} is {width}x{height}; at most {MAX_SIDE}x{MAX_SIDE} is supported")
+
+
+def _check_decoded_size(name: str, frames: float, width: int, height: int) -> None:
+    """Refuse a video whose decoded frames would not fit the limits (from metadata or counts)."""
+    _check_side(name, width, height)
+    if frames > MAX_FRAMES:
+        raise MoraError(f"{name} has about {int(frames)} frames; at most {MAX_FRAMES} are "
+                        "supported")
+    if frames * width * height * 3 > MAX_DECODED_BYTES:
+        raise MoraError(f"{name} is too large to decode ({int(frames)} frames of {width}x{height}"
+                        f"; at most {MAX_DECODED_BYTES >> 30} GiB decoded)")
 
 
 def frames_npz(frames: np.ndarray, fps: float) -> bytes:
@@ -84,8 +106,12 @@ def decode_video(data: bytes, suffix: str, name: str = "video") -> tuple[np.ndar
             raise MoraError(f"{name} is not a frame archive ({exc.__class__.__name__})") from None
     try:
         meta = iio.immeta(data, extension=suffix)
-        frames = iio.imread(data, extension=suffix)
     except Exception as exc:  # imageio raises many types for a damaged or foreign file
+        raise MoraError(f"{name} is not a readable video ({str(exc).splitlines()[0][:120]})") from None
+    _check_meta(name, meta)
+    try:
+        frames = iio.imread(data, extension=suffix)
+    except Exception as exc:
         raise MoraError(f"{name} is not a readable video ({str(exc).splitlines()[0][:120]})") from None
     frames = np.asarray(frames)
     if frames.ndim == 3:  # a single frame
@@ -95,6 +121,16 @@ def decode_video(data: bytes, suffix: str, name: str = "video") -> tuple[np.ndar
     frames = frames[..., :3].astype(np.uint8, copy=False)
     fps = float(meta.get("fps") or 8.0)
     return frames, fps
+
+
+def _check_meta(name: str, meta: dict) -> None:
+    """What the container says (size, duration × fps), checked before any frame is decoded."""
+    size = meta.get("size")
+    if not (isinstance(size, (tuple, list)) and len(size) == 2):
+        return  # e.g. GIF: no size in the metadata; the decoded frames are checked instead
+    fps, duration = meta.get("fps") or 0.0, meta.get("duration") or 0.0
+    estimate = fps * duration if np.isfinite(fps * duration) else 0.0
+    _check_decoded_size(name, estimate, int(size[0]), int(size[1]))
 
 
 def check_frames(frames: np.ndarray) -> None:
@@ -134,6 +170,8 @@ def join_clips(clips: list[np.ndarray]) -> np.ndarray:
 
 
 MIN_SIDE = 8  # the generation agents need at least 8x8
+MIN_VIDEO_FRAMES = 2  # a 1-frame "video" is a still: extend, connect and the metrics need motion
+MAX_FPS = 1000.0
 
 
 def decode_input(data: bytes, suffix: str, kind: str, name: str) -> tuple[np.ndarray, float | None]:
@@ -146,8 +184,12 @@ def decode_input(data: bytes, suffix: str, kind: str, name: str) -> tuple[np.nda
         frames, fps = images_to_array([read_image(data, name)]), None
     else:
         frames, fps = decode_video(data, suffix, name)
-        if not fps > 0:
+        if not 0 < fps <= MAX_FPS:
             raise MoraError(f"{name} has an invalid frame rate ({fps})")
+        if len(frames) < MIN_VIDEO_FRAMES:
+            raise MoraError(f"{name} has {len(frames)} frame; a video needs at least "
+                            f"{MIN_VIDEO_FRAMES} (give a still image to image-to-video instead)")
+        _check_decoded_size(name, len(frames), frames.shape[2], frames.shape[1])
     _, h, w, _ = frames.shape
     if h < MIN_SIDE or w < MIN_SIDE:
         raise MoraError(f"{name} is {w}x{h}; at least {MIN_SIDE}x{MIN_SIDE} is needed")

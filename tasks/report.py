@@ -16,7 +16,7 @@ def _row(name: str, value: object) -> str:
     return f"| {name} | {text} |"
 
 
-@task(name="contact-sheet", tags=["mora", "cpu"])
+@task(name="contact-sheet")
 def contact_sheet(store_url: str, ctx: RunContext, video: VideoArtifact) -> str:
     """A grid of evenly spaced frames: a video's preview as one image."""
     store = open_store(store_url)
@@ -32,7 +32,7 @@ def image_markdown(store_url: str, key: str, title: str) -> str:
     return f"{shown}**{title}**: `{link}`"
 
 
-@task(name="publish-result", tags=["mora", "cpu"])
+@task(name="publish-result")
 def publish_result(store_url: str, ctx: RunContext, video: VideoArtifact, preview_key: str,
                    extra: dict[str, object] | None = None) -> str:
     """A markdown artifact on the run page: the preview, where the video is, its provenance."""

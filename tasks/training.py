@@ -24,9 +24,9 @@ from storage import open_store
 from tasks import media
 from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
                              save_image, save_video)
-from tasks.generate import CACHED, ON_GPU
+from tasks.generate import CACHED, ON_GPU, on_gpu
 
-ON_CPU = dict(CACHED, tags=["mora", "cpu"])
+ON_CPU = dict(CACHED)
 HELD_OUT_CRITERION = 3  # "Examine the temporal coherence…": the held-out score's criterion
 
 
@@ -90,26 +90,35 @@ def generate_prompts(profile: Profile, cfg: TrainingConfig, seed: int,
 
 
 @task(name="sample-candidates", **ON_GPU)
+@on_gpu
 def sample_candidates(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: RunContext,
                       prompt_index: int, prompt: str, seeds: list[int],
                       weights_key: str | None) -> CandidateSet:
-    """C candidate videos for one prompt, each through the whole agent chain with its own seed."""
+    """C candidate videos for one prompt, each through the whole agent chain with its own seed;
+    ``cfg.sampling.batch`` candidates per pipeline call (same frames as one call per seed)."""
     enhanced = agents_for(profile).enhancer.enhance(prompt)
     ctx = ctx.model_copy(update={"prompt": prompt, "enhanced_prompt": enhanced})
     text_to_image, image_to_video = _agents(profile, cfg, store_url, weights_key)
     store = open_store(store_url)
+    size = cfg.sampling.batch or len(seeds)
     candidates = []
-    for index, seed in enumerate(seeds):
-        frame = text_to_image(enhanced, seed)
-        frame_key = save_image(store, frame, provenance("image", ctx, seed,
-                                                        [text_to_image.model_ref],
-                                                        stage="candidate_first_frame"))
-        frames = media.images_to_array(image_to_video(frame, enhanced, seed))
-        video = save_video(store, frames, float(profile.image_to_video.fps), provenance(
-            "video", ctx, seed, [image_to_video.model_ref], [frame_key], stage="candidate",
-            prompt_index=prompt_index, candidate=index))
-        candidates.append(Candidate(index=index, seed=seed, first_frame_key=frame_key,
-                                    video=video))
+    for start in range(0, len(seeds), size):
+        chunk = seeds[start:start + size]
+        frames = text_to_image.batch(enhanced, chunk, cfg.sampling.exact)
+        frame_keys = [save_image(store, frame, provenance("image", ctx, seed,
+                                                          [text_to_image.model_ref],
+                                                          stage="candidate_first_frame"))
+                      for frame, seed in zip(frames, chunk)]
+        videos = image_to_video.batch(frames, enhanced, chunk, cfg.sampling.exact)
+        for offset, (seed, frame_key, video) in enumerate(zip(chunk, frame_keys, videos)):
+            index = start + offset
+            artifact = save_video(store, media.images_to_array(video),
+                                  float(profile.image_to_video.fps), provenance(
+                                      "video", ctx, seed, [image_to_video.model_ref], [frame_key],
+                                      stage="candidate", prompt_index=prompt_index,
+                                      candidate=index))
+            candidates.append(Candidate(index=index, seed=seed, first_frame_key=frame_key,
+                                        video=artifact))
     return CandidateSet(prompt_index=prompt_index, prompt=prompt, enhanced_prompt=enhanced,
                         candidates=candidates)
 
@@ -129,7 +138,7 @@ def judge_candidates(cfg: TrainingConfig, store_url: str, cset: CandidateSet,
                 agreed=common_best(judgements))
 
 
-@task(name="candidates-sheet", tags=["mora", "cpu"], **CACHED)
+@task(name="candidates-sheet", **CACHED)
 def candidates_sheet(store_url: str, ctx: RunContext, cset: CandidateSet) -> str:
     """One row of evenly spaced frames per candidate: what a reviewer compares."""
     store = open_store(store_url)
@@ -147,7 +156,7 @@ MANIFEST_COLUMNS = ["round_id", "prompt_index", "prompt", "enhanced_prompt", "cr
                     "first_frame_key", "video_key", "candidate_keys"]
 
 
-@task(name="write-dataset", tags=["mora", "cpu"], retries=2, retry_delay_seconds=5, **CACHED)
+@task(name="write-dataset", retries=2, retry_delay_seconds=5, **CACHED)
 def write_dataset(store_url: str, ctx: RunContext, round_id: str, csets: list[CandidateSet],
                   votes: list[Vote], decisions: list[Decision]) -> str:
     """The round's accepted examples as a parquet manifest; media stay where sampling put them."""
@@ -186,6 +195,7 @@ def read_dataset(store_url: str, key: str):
 
 
 @task(name="finetune-chunk", **ON_GPU)
+@on_gpu
 def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: RunContext,
                    dataset_keys: list[str], start_key: str | None, until_step: int) -> ChunkResult:
     """Self-modulated fine-tuning from ``start_key``'s state up to ``until_step``; the state
@@ -220,7 +230,7 @@ def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
     return ChunkResult(state_key=key, step=state.step, losses=losses, factors=factors)
 
 
-@task(name="export-weights", tags=["mora", "cpu"], **CACHED)
+@task(name="export-weights", **CACHED)
 def export_weights(store_url: str, ctx: RunContext, state_key: str) -> str:
     """What sampling loads (EMA weights + modulation), as safetensors, beside the full state."""
     from agents.finetune import inference_weights, state_from_bytes, weights_to_bytes
@@ -234,6 +244,7 @@ def export_weights(store_url: str, ctx: RunContext, state_key: str) -> str:
 
 
 @task(name="held-out-score", **ON_GPU)
+@on_gpu
 def held_out_score(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: RunContext,
                    weights_key: str | None) -> float:
     """Mean judge score of fresh samples on the fixed held-out prompts (same seeds every time)."""
@@ -256,7 +267,7 @@ def held_out_score(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
     return float(np.mean(scores))
 
 
-@task(name="write-report", tags=["mora", "cpu"], **CACHED)
+@task(name="write-report", **CACHED)
 def write_report(store_url: str, ctx: RunContext, round_id: str, report: dict) -> str:
     store = open_store(store_url)
     key = store.new_key(f"rounds/{round_id}", ".json")
@@ -265,7 +276,7 @@ def write_report(store_url: str, ctx: RunContext, round_id: str, report: dict) -
                                 if k], stage="round-report", round_id=round_id))
 
 
-@task(name="plot-rounds", tags=["mora", "cpu"])
+@task(name="plot-rounds")
 def plot_rounds(store_url: str, ctx: RunContext, reports: list[dict]) -> str:
     """A PNG of the per-round figures: held-out score before/after, agreement, loss."""
     import matplotlib
@@ -306,7 +317,7 @@ class LatestRound(BaseModel, frozen=True):
     prompts: list[str] = []
 
 
-@task(name="latest-round", tags=["mora", "cpu"])
+@task(name="latest-round")
 def latest_round(store_url: str, exclude: str | None = None) -> LatestRound:
     """The newest round report in the store (other than round ``exclude``): where a scheduled
     round continues from."""

@@ -46,3 +46,16 @@ def tiny_zoo():
 @pytest.fixture
 def local_store(tmp_path) -> str:
     return str(tmp_path / "store")
+
+
+@pytest.fixture
+def real_server(tmp_path_factory):
+    """A `prefect server start` of its own (not yet started: call ``.start()``), stopped with
+    everything it started at the end of the test."""
+    from tests.prefect_server import PrefectServer, free_port
+
+    server = PrefectServer(root=tmp_path_factory.mktemp("prefect-server"), port=free_port())
+    try:
+        yield server
+    finally:
+        server.stop()

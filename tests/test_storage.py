@@ -204,7 +204,10 @@ def test_exists_and_delete(store):
 def test_overwrite_replaces_data_and_provenance(store):
     key = store.new_key("report", ".json")
     store.put_bytes(key, b"{}", Provenance(kind="report", seed=1))
-    store.put_bytes(key, b"[1]", Provenance(kind="report", seed=2))
+    with pytest.raises(MoraError, match="already exists"):
+        store.put_bytes(key, b"[0]", Provenance(kind="report", seed=3))  # never silently
+    assert store.get_bytes(key) == b"{}" and store.read_provenance(key).seed == 1
+    store.put_bytes(key, b"[1]", Provenance(kind="report", seed=2), overwrite=True)
     assert store.get_bytes(key) == b"[1]"
     assert store.read_provenance(key).seed == 2
     assert store.read_provenance(key).size == 3
@@ -445,33 +448,37 @@ def test_local_list_ignores_temp_and_stray_files(tmp_path):
     assert st.list() == [key]
 
 
-@pytest.mark.parametrize("failing", ["data-replace", "sidecar-replace", "fsync"])
+@pytest.mark.parametrize("failing", ["data-commit", "sidecar-commit", "fsync"])
 def test_local_failed_write_leaves_nothing(tmp_path, monkeypatch, failing):
     st = open_store(str(tmp_path / "s"))
     old_key = st.put_bytes(st.new_key("video", ".mp4"), b"old", Provenance(kind="video", seed=1))
     new_key = st.new_key("video", ".mp4")
     before = _all_files(tmp_path / "s")
-    real_replace, real_fsync = os.replace, os.fsync
 
-    def replace(src, dst):
-        is_sidecar = str(dst).endswith(".prov.json")
-        if (failing == "data-replace" and not is_sidecar) or (failing == "sidecar-replace" and is_sidecar):
-            raise OSError(28, "No space left on device")
-        return real_replace(src, dst)
+    def failing_commit(real):  # a new key is committed by os.link, an overwrite by os.replace
+        def commit(src, dst):
+            is_sidecar = str(dst).endswith(".prov.json")
+            if (failing == "data-commit" and not is_sidecar) or (failing == "sidecar-commit" and is_sidecar):
+                raise OSError(28, "No space left on device")
+            return real(src, dst)
+        return commit
 
     def fsync(fd):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(os, "fsync" if failing == "fsync" else "replace",
-                        fsync if failing == "fsync" else replace)
+    if failing == "fsync":
+        monkeypatch.setattr(os, "fsync", fsync)
+    else:
+        monkeypatch.setattr(os, "link", failing_commit(os.link))
+        monkeypatch.setattr(os, "replace", failing_commit(os.replace))
     src = tmp_path / "clip.mp4"
     src.write_bytes(b"new data")
-    for key in (new_key, old_key):  # a new key, and overwriting an existing one
+    for key, overwrite in ((new_key, False), (old_key, True)):  # a new key, and an overwrite
         with pytest.raises(MoraError, match="cannot write") as info:
-            st.put_file(key, src, Provenance(kind="video", seed=2))
+            st.put_file(key, src, Provenance(kind="video", seed=2), overwrite=overwrite)
         assert str(st.url) in str(info.value)
         with pytest.raises(MoraError):
-            st.put_bytes(key, b"new bytes", Provenance(kind="video", seed=2))
+            st.put_bytes(key, b"new bytes", Provenance(kind="video", seed=2), overwrite=overwrite)
     monkeypatch.undo()
 
     assert _all_files(tmp_path / "s") == before  # no temp files, no orphan sidecar

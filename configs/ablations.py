@@ -1,0 +1,39 @@
+"""The paper's Table 5 ablations as data: each variant is a change to one training run.
+
+A variant says how the run differs from the full loop: whether judge disagreements go to a
+human reviewer (``human_review``) and how the self-modulation embedding starts (``modulation``;
+None keeps the training config's). The ablation flow trains each variant from the same base
+weights with the same seed, then evaluates them on the same prompts and seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Modulation = Literal["special_token", "random", "off"]
+
+
+class AblationVariant(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,13}$",
+                      description="short id: names the variant's rounds in the store")
+    label: str = Field(min_length=1, max_length=80, description="its row in the table")
+    human_review: bool = Field(
+        default=True, description="judge disagreements go to a reviewer (when the run's review "
+        "mode is ask); false: the judges' pick stands, nobody is asked")
+    modulation: Modulation | None = Field(
+        default=None, description="how the modulation embedding starts: special_token (paper), "
+        "random (RI), off (no self-modulation); none: the training config's")
+
+
+#: Table 5's rows, in the paper's order.
+PAPER_VARIANTS: tuple[AblationVariant, ...] = (
+    AblationVariant(name="full", label="Mora (full loop)", modulation="special_token"),
+    AblationVariant(name="no-human", label="Mora w/o Human-in-the-loop", human_review=False,
+                    modulation="special_token"),
+    AblationVariant(name="no-modulation", label="Mora w/o Self-modulated", modulation="off"),
+    AblationVariant(name="random-init", label="Mora with RI-modulated", modulation="random"),
+)

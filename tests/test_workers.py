@@ -1,0 +1,123 @@
+"""GPU workers (issue 6): GPU tasks hold a slot of a strict global concurrency limit, and a
+training round's sampling fans out over the workers of a work pool, one per (simulated) GPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from flows.text_to_video import text_to_video
+from storage import open_store
+from tests.prefect_server import REPO_ROOT
+from tests.test_training import SMALL
+
+
+@pytest.mark.usefixtures("prefect_server", "tiny_zoo")
+def test_gpu_tasks_need_their_concurrency_limit(tmp_path, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from mora.errors import MoraError
+
+    name = f"gpu-test-{os.getpid()}"
+    monkeypatch.setenv("MORA_GPU_LIMIT", name)
+    # A missing limit is an error, not "unlimited".
+    with pytest.raises(MoraError, match=f"GPU concurrency limit '{name}' .* does not exist"):
+        text_to_video(prompt="a koi pond", store=str(tmp_path / "a"), seed=1)
+
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        try:
+            result = text_to_video(prompt="a koi pond", store=str(tmp_path / "b"), seed=1)
+            assert open_store(result.store).exists(result.video.mp4_key)
+            limit = client.read_global_concurrency_limit_by_name(name)
+            assert limit.active_slots == 0  # every slot taken was given back
+        finally:
+            client.delete_global_concurrency_limit_by_name(name)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(420)
+def test_round_sampling_fans_out_over_two_gpu_workers(real_server, tiny_zoo, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from tasks.training import read_dataset
+
+    server = real_server
+    server.start(timeout=120)
+    server.cli("work-pool", "create", "gpu", "--type", "process")
+    workers = []
+    for device in ("0", "1"):  # one worker per GPU, each pinned and limited to one run
+        server.cli("global-concurrency-limit", "create", f"gpu-{device}", "--limit", "1")
+        workers.append(server.start_worker("gpu", limit=1, name=f"gpu-{device}", extra_env={
+            "CUDA_VISIBLE_DEVICES": device, "MORA_GPU_LIMIT": f"gpu-{device}"}))
+    server.cli("deploy", "--name", "sample-candidates")
+
+    config = tmp_path / "fan-out.yaml"
+    config.write_text(yaml.safe_dump({**SMALL, "prompts": 2, "candidates": 2,
+                                      "sampling": {"engine": "deployment",
+                                                   "prompts_per_run": 1}}))
+    store = tmp_path / "store"
+    round_run = subprocess.run(
+        [sys.executable, "-m", "mora.cli", "train", "--config", str(config), "--name", "fan",
+         "--store", str(store)], cwd=REPO_ROOT, env=server.env(), capture_output=True,
+        text=True, timeout=360)
+    logs = "\n".join(f"--- {w.name}\n{w.tail(30)}" for w in workers)
+    assert round_run.returncode == 0, f"{round_run.stderr[-3000:]}\n{logs}"
+
+    # Two sampling runs, both completed, one on each worker (each records its device).
+    with server.api_settings(), get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("sample-candidates/sample-candidates")
+        runs = [r for r in client.read_flow_runs() if r.deployment_id == deployment.id]
+    assert len(runs) == 2 and all(r.state.is_completed() for r in runs), runs
+    opened = open_store(str(store))
+    videos = [k for k in opened.list("video/") if k.endswith(".npz")]
+    made_on = {opened.read_provenance(k).params["worker"]["cuda_visible_devices"]
+               for k in videos if opened.read_provenance(k).params.get("stage") == "candidate"}
+    assert made_on == {"0", "1"}, logs
+
+    # The round's manifest is whole: one row per accepted prompt, candidates from the runs.
+    (report_key,) = [k for k in opened.list("rounds/fan-r1/") if k.endswith(".json")]
+    report = json.loads(opened.get_bytes(report_key))
+    frame = read_dataset(str(store), report["dataset_key"])
+    assert len(frame) == report["accepted"] >= 1
+    assert sorted(frame["prompt"]) == sorted(p for p in report["prompts"]
+                                             if p in set(frame["prompt"]))
+    run_ids = {str(r.id) for r in runs}
+    for keys in frame["candidate_keys"]:
+        assert len(keys) == 2
+        assert {opened.read_provenance(k).flow_run_id for k in keys} <= run_ids
+    for worker in workers:
+        assert worker.alive(), worker.tail()
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_server", "tiny_zoo")
+def test_dask_engine_samples_what_inline_samples(tmp_path):
+    import numpy as np
+
+    from flows.training import training_round
+    from tasks.artifacts import load_frames
+
+    frames = {}
+    for engine in ("inline", "dask"):
+        config = tmp_path / f"{engine}.yaml"
+        config.write_text(yaml.safe_dump({**SMALL, "prompts": 2, "candidates": 2, "sampling": {
+            "engine": engine, "dask_workers": 2}}))
+        store = str(tmp_path / engine)
+        result = training_round(round_id="engines", config=str(config), store=store)
+        opened = open_store(store)
+        keys = sorted((p.params["prompt_index"], p.params["candidate"], k)
+                      for k in opened.list("video/") if k.endswith(".npz")
+                      and (p := opened.read_provenance(k)).params.get("stage") == "candidate")
+        frames[engine] = [load_frames(opened, k)[0] for *_, k in keys]
+        assert result.report["candidates"] == 2 and len(keys) == 4
+        pids = {opened.read_provenance(k).params["worker"]["pid"] for *_, k in keys}
+        # inline: this process; dask: the cluster's worker processes
+        assert (pids == {str(os.getpid())}) == (engine == "inline"), pids
+    assert all(np.array_equal(a, b) for a, b in zip(frames["inline"], frames["dask"]))
