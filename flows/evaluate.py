@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 
 from flows.common import Prompt, Source, StoreUrl
 from metrics.paper_tables import paper_markdown
+from mora.errors import MoraError
 from storage import open_store
 from tasks.artifacts import RunContext
 from tasks.evaluate import evaluate_video, export_vbench, publish_markdown, write_results
@@ -37,19 +38,30 @@ def evaluate(
     store: StoreUrl | None = None,
     task: EvalTask = "t2v",
     vbench: bool = False,
+    reference: Annotated[Source | None, Field(description="extend: the input video the evaluated "
+                                              "videos extend (gives TCON)")] = None,
+    before: Annotated[Source | None, Field(description="connect: the clip before the evaluated "
+                                           "transitions (with after, gives Tmean)")] = None,
+    after: Annotated[Source | None, Field(description="connect: the clip after the evaluated "
+                                          "transitions")] = None,
 ) -> EvaluateResult:
     logger = get_run_logger()
     # 1. Resolve the store (a bad name fails here, before any work).
+    if (before is None) != (after is None):
+        raise MoraError("Tmean needs both clips around the transition: give before and after")
     store_url = open_store(store).url
     ctx = RunContext(sop="evaluate", profile="none", prompt=prompt)
 
     # 2. Each video into the store as an input artifact (cached on content; decoding checked).
     inputs = [ingest(store_url, ctx, source, "video", "video") for source in videos]
+    around = {name: ingest(store_url, ctx, source, "video", name) if source else None
+              for name, source in (("reference", reference), ("before", before),
+                                   ("after", after))}
 
     # 3. The twelve metrics of each video, named as the caller named it (cached on content,
     #    prompt, name and the metrics code).
     records = [rec for video, source in zip(inputs, videos)
-               for rec in evaluate_video(store_url, video, prompt, label=source)]
+               for rec in evaluate_video(store_url, video, prompt, label=source, **around)]
 
     # 4. The results table: parquet + csv in the store, a table artifact on the run page.
     tables = write_results(store_url, ctx, records, list(dict.fromkeys(v.key for v in inputs)))

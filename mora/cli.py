@@ -139,8 +139,26 @@ def _review_policy(mode: str):
     return ReviewPolicy(mode=mode, poll_interval_s=1)
 
 
+def _local_run(start):
+    """``start`` (a flow call), without flow heartbeats when no Prefect server is configured.
+
+    Heartbeats let a long-lived server notice crashed runs; the temporary server of a local run
+    dies with this process, and the heartbeat thread costs up to a second at every flow's end
+    (Prefect joins it while it sleeps in 1 s steps)."""
+    def run():
+        if os.environ.get("PREFECT_API_URL"):
+            return start()
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            return start()
+
+    return run
+
+
 def _run_flow(start, what: str, policy):
     """Run a flow call; with review=ask, answer its pauses on this terminal."""
+    start = _local_run(start)
     if policy.mode == "auto":
         with console.status(f"{what}…"):
             return start()
@@ -412,6 +430,11 @@ def eval_cmd(
     vbench_export: bool = typer.Option(False, "--vbench-export", help="also copy the videos to "
                                        "vbench/<run>/ in the store, named for VBench's "
                                        "custom_input mode"),
+    reference: Optional[str] = typer.Option(None, "--reference", help="extend: the input video "
+                                            "the VIDEOs extend (gives TCON)"),
+    before: Optional[str] = typer.Option(None, "--before", help="connect: the clip before the "
+                                         "transition VIDEOs (with --after, gives Tmean)"),
+    after: Optional[str] = typer.Option(None, "--after", help="connect: the clip after them"),
     profile: Optional[str] = ProfileOpt,
     store: Optional[str] = StoreOpt,
     seed: int = SeedOpt,
@@ -428,21 +451,27 @@ def eval_cmd(
         check_text("prompt", prompt)
     if len(videos) > 1000:
         raise MoraError(f"at most 1000 videos at a time, got {len(videos)}")
+    if (before is None) != (after is None):
+        raise MoraError("Tmean needs both clips around the transition: give --before and --after")
     _, store_url, _ = _common(profile, store, seed, models=False)  # metrics load no profile model
     from storage import open_store
     from storage.inputs import read_input
     from tasks.media import decode_input
 
     opened = open_store(store_url)
-    for source in videos:  # every file checked (and decoded) before the store is touched
-        data, suffix, label = read_input(source, opened, "video")
-        decode_input(data, suffix, "video", f"video '{label}'")
+    around = {"reference": reference, "before": before, "after": after}
+    named = [(source, "video") for source in videos] + [
+        (source, name) for name, source in around.items() if source is not None]
+    for source, name in named:  # every file checked (and decoded) before the store is touched
+        data, suffix, label = read_input(source, opened, name)
+        decode_input(data, suffix, "video", f"{name} '{label}'")
 
     from flows.evaluate import evaluate
 
     with console.status(f"evaluating {len(videos)} video(s)…"):
-        result = evaluate(videos=list(videos), prompt=prompt, store=store_url, task=task,
-                          vbench=vbench_export)
+        result = _local_run(lambda: evaluate(videos=list(videos), prompt=prompt,
+                                             store=store_url, task=task,
+                                             vbench=vbench_export, **around))()
     records = result.records
     if fmt == "json":
         import json

@@ -52,13 +52,19 @@ def _video_bytes(store_url: str, video: InputArtifact | str) -> tuple[bytes, str
     return open_store(store_url).get_bytes(key), "." + key.rsplit(".", 1)[-1].lower()
 
 
-def _evaluate_cache_key(context, parameters) -> str:
-    video = parameters["video"]
+def _content(store_url: str, video: InputArtifact | str | None) -> str:
+    if video is None:
+        return "-"
     if isinstance(video, InputArtifact):
-        content = video.sha256
-    else:
-        content = hashlib.sha256(_video_bytes(parameters["store_url"], video)[0]).hexdigest()
-    scope = "|".join(["mora-eval", metrics_version(), content, repr(parameters.get("prompt")),
+        return video.sha256
+    return hashlib.sha256(_video_bytes(store_url, video)[0]).hexdigest()
+
+
+def _evaluate_cache_key(context, parameters) -> str:
+    store_url = parameters["store_url"]
+    videos = [_content(store_url, parameters.get(name))
+              for name in ("video", "reference", "before", "after")]
+    scope = "|".join(["mora-eval", metrics_version(), *videos, repr(parameters.get("prompt")),
                       repr(parameters.get("caption")), repr(parameters.get("label"))])
     return hashlib.sha256(scope.encode()).hexdigest()
 
@@ -66,16 +72,31 @@ def _evaluate_cache_key(context, parameters) -> str:
 @task(name="evaluate-video", cache_key_fn=_evaluate_cache_key,
       persist_result=True)
 def evaluate_video(store_url: str, video: InputArtifact | str, prompt: str | None = None,
-                   caption: str | None = None, label: str | None = None) -> list[dict[str, Any]]:
+                   caption: str | None = None, label: str | None = None,
+                   reference: InputArtifact | str | None = None,
+                   before: InputArtifact | str | None = None,
+                   after: InputArtifact | str | None = None) -> list[dict[str, Any]]:
     """The twelve SPEC §6 records of one stored video (``label`` names it in ``"video"``;
-    default: where it came from). Cached on the video's content, prompt and the metrics code."""
+    default: where it came from). ``reference``: the input video that ``video`` extends (TCON);
+    ``before``/``after``: the clips a transition ``video`` connects (Tmean). Cached on the
+    videos' content, prompt and the metrics code."""
     from metrics import evaluate_video as run_metrics
 
-    data, suffix = _video_bytes(store_url, video)
+    def frames_of(stored: InputArtifact | str | None, name: str):
+        if stored is None:
+            return None
+        data, suffix = _video_bytes(store_url, stored)
+        return media.decode_video(data, suffix, name)[0]
+
     if label is None:
         label = video.source if isinstance(video, InputArtifact) else video
+    data, suffix = _video_bytes(store_url, video)
     frames, fps = media.decode_video(data, suffix, f"video '{label}'")
-    return [r.as_record(label) for r in run_metrics(frames, fps, prompt=prompt, caption=caption)]
+    return [r.as_record(label) for r in run_metrics(
+        frames, fps, prompt=prompt, caption=caption,
+        input_frames=frames_of(reference, "the reference video"),
+        prev_frames=frames_of(before, "the clip before"),
+        next_frames=frames_of(after, "the clip after"))]
 
 
 def records_frame(records: list[dict[str, Any]]):

@@ -202,6 +202,31 @@ def test_paper_tables_are_complete():
     assert TABLE2["extend"].rows[-1].values == (0.98, 0.45, 0.23)
 
 
+@pytest.mark.usefixtures("prefect_server")
+def test_reference_and_neighbours_give_tcon_and_tmean(videos, local_store, tmp_path):
+    """TCON needs the video an extension extends, Tmean the clips around a transition: given
+    them, both are computed (proxy) and differ from n/a; a transition unlike its neighbours
+    scores a lower Tmean than one that continues them."""
+    from flows.evaluate import evaluate
+
+    square, gradient = videos
+    like = tmp_path / "like.mp4"
+    like.write_bytes(encode_mp4(_moving_square()[::-1].copy(), 8))
+    extended = evaluate(videos=[square], store=local_store, task="extend", reference=square)
+    tcon = next(r for r in extended.records if r["metric"] == "tcon")
+    assert tcon["kind"] == "proxy" and tcon["value"] == pytest.approx(1.0, abs=1e-6)
+    assert "input and extended videos" in tcon["method"]
+
+    connected = evaluate(videos=[str(like), gradient], store=local_store, task="connect",
+                         before=square, after=square)
+    tmean = {r["video"]: r for r in connected.records if r["metric"] == "tmean"}
+    assert all(r["kind"] == "proxy" for r in tmean.values())
+    assert tmean[str(like)]["value"] > tmean[gradient]["value"]
+    assert "| Tmean |" in connected.markdown.splitlines()[2] or "Tmean" in connected.markdown
+    with pytest.raises(Exception, match="give before and after"):
+        evaluate(videos=[square], store=local_store, before=square)
+
+
 # --------------------------------------------------------------------------- the command
 
 def _run(*args, cwd):
@@ -209,7 +234,8 @@ def _run(*args, cwd):
                           env={**os.environ, "COLUMNS": "200"})
 
 
-@pytest.mark.parametrize("case", ["missing", "garbage", "format", "task", "folder"])
+@pytest.mark.parametrize("case", ["missing", "garbage", "format", "task", "folder",
+                                  "before-only", "reference-missing"])
 def test_eval_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, videos, case):
     (tmp_path / "bad.mp4").write_bytes(b"not a video at all" * 8)
     (tmp_path / "dir.mp4").mkdir()
@@ -219,6 +245,9 @@ def test_eval_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, videos, 
         "format": ([videos[0], "--format", "xml"], "error: --format must be table, json or csv"),
         "task": ([videos[0], "--task", "x"], "error: --task must be one of"),
         "folder": (["dir.mp4"], "error: video 'dir.mp4' is a folder"),
+        "before-only": ([videos[0], "--before", videos[1]], "error: Tmean needs both clips"),
+        "reference-missing": ([videos[0], "--reference", "gone.mp4"],
+                              "error: reference 'gone.mp4' does not exist"),
     }[case]
     result = _run("eval", *args, "--store", str(tmp_path / "store"), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
