@@ -12,10 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 class SamplingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    engine: Literal["inline", "deployment", "dask"] = Field(
+    engine: Literal["inline", "deployment", "task-workers", "dask"] = Field(
         default="inline", description="inline: in the round's process; deployment: one run of "
-        "the sampling deployment per prompt batch, on whichever worker is free; dask: tasks on a "
-        "Dask cluster (pip install prefect-dask)")
+        "the sampling deployment per prompt batch, on whichever worker is free; task-workers: "
+        "one task per prompt for long-lived `mora worker` processes, which keep their models "
+        "loaded across rounds; dask: tasks on a Dask cluster (pip install prefect-dask)")
     batch: PositiveInt | None = Field(
         default=None, le=16, description="candidates sampled per pipeline call (default: all C; "
         "1: one call per candidate); the videos are identical either way when exact")
@@ -33,4 +34,4 @@ class SamplingSpec(BaseModel):
         "cluster of dask_workers processes")
     dask_workers: PositiveInt = Field(default=2, le=64)
     timeout_s: PositiveInt = Field(default=24 * 3600, description="how long the round waits for "
-                                   "its sampling runs")
+                                   "its sampling runs or tasks")

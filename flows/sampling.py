@@ -7,6 +7,9 @@ The engine is the training config's ``sampling.engine``:
   created at once; the work pool's workers (one per GPU, ``--limit 1``) each take one as they
   are free. Results come back through Prefect's persisted results, and finished samples through
   the task cache, so workers on several machines need a shared result storage;
+* ``task-workers``: one background task run per prompt (``.delay()``), taken by long-lived task
+  worker processes (``mora worker``, one per GPU) that keep their models loaded from one round
+  to the next (a process worker starts a new process, and loads again, for every flow run);
 * ``dask``: the sampling tasks submitted to a Dask cluster through prefect-dask's task runner.
 """
 
@@ -52,6 +55,11 @@ def sample_all(cfg: TrainingConfig, store_url: str, ctx: RunContext, jobs: list[
     spec = cfg.sampling
     if spec.engine == "deployment":
         return _on_deployment(spec, cfg, store_url, ctx, jobs, weights_key)
+    if spec.engine == "task-workers":
+        profile = load_profile(cfg.profile)
+        futures = [sample_candidates.delay(profile, cfg, store_url, ctx, job.prompt_index,
+                                           job.prompt, job.seeds, weights_key) for job in jobs]
+        return [future.result(timeout=spec.timeout_s) for future in futures]
     if spec.engine == "dask":
         runner = _dask_runner(spec)
         return sample_prompts.with_options(task_runner=runner)(cfg, store_url, ctx, jobs,

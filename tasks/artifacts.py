@@ -40,13 +40,18 @@ def _current_flow_run_id() -> str | None:
     return flow_run.id
 
 
-def _worker() -> dict[str, str | None]:
-    """Which machine and devices made an artifact (one worker per GPU pins its device)."""
+def _worker() -> dict[str, Any]:
+    """Which machine, process and devices made an artifact (one worker per GPU pins its
+    device), and how many models that process had loaded so far (residency shows as a count
+    that stops growing)."""
     import os
     import socket
 
+    from agents.cache import MODEL_CACHE
+
     return {"host": socket.gethostname(), "pid": str(os.getpid()),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "model_loads": MODEL_CACHE.stats.loads}
 
 
 def provenance(kind: str, ctx: RunContext, seed: int | None = None, models: list[dict] = (),

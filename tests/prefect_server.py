@@ -192,6 +192,14 @@ class PrefectServer:
         self.workers.append(proc)
         return proc
 
+    def start_process(self, name: str, args: list[str],
+                      extra_env: Mapping[str, str] | None = None) -> Proc:
+        """Any long-lived client process (e.g. ``mora worker``) against this server, stopped
+        with the workers."""
+        proc = self._popen(name, args, self.env(extra_env))
+        self.workers.append(proc)
+        return proc
+
     @contextlib.contextmanager
     def api_settings(self) -> Iterator[None]:
         """In-process Prefect API calls go to this server inside the block (os.environ untouched)."""

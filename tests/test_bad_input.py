@@ -285,6 +285,13 @@ TRAIN = [
                                      "diffusers' is not in the local Hugging Face cache"),
 ]
 
+WORKER = [
+    (["worker"], "error: mora worker needs a Prefect server: set PREFECT_API_URL"),
+    (["worker", "--limit", "0"], "error: --limit must be between 1 and 64"),
+    (["worker", "--limit", "65"], "error: --limit must be between 1 and 64"),
+    (["worker", "--limit", "x"], "error: Invalid value for '--limit'"),
+]
+
 ABLATE = [
     (["ablate", "--variants", "full,sideways"], "error: --variants must name some of full"),
     (["ablate", "--variants", "full,full"], "error: --variants names a variant twice"),
@@ -351,7 +358,7 @@ SOP_COMMANDS = {  # a valid call of each SOP command, to give the bad stores to
 TABLE = {
     "t2v": T2V, "i2v": I2V, "extend": EXTEND, "edit": EDIT, "connect": CONNECT,
     "digital-world": DIGITAL_WORLD, "train": TRAIN, "ablate": ABLATE, "eval": EVAL,
-    "review": REVIEW, "models": MODELS,
+    "review": REVIEW, "models": MODELS, "worker": WORKER,
 }
 for _command, _argv in SOP_COMMANDS.items():
     TABLE[_command] = TABLE[_command] + [([*_argv, "--store", url], message)
@@ -375,7 +382,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_changes_nothing(argv, message, wor
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     argv = [a.replace("{key}", key) for a in argv]
     message = message.replace("{key}", key)
-    if argv[0] not in ("review", "models") and "--store" not in argv and len(argv) > 1:
+    if argv[0] not in ("review", "models", "worker") and "--store" not in argv and len(argv) > 1:
         argv = [*argv, "--store", "store"]
     assert_refused(argv, message, [folder, mora_home()])
 

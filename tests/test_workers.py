@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -121,3 +122,50 @@ def test_dask_engine_samples_what_inline_samples(tmp_path):
         # inline: this process; dask: the cluster's worker processes
         assert (pids == {str(os.getpid())}) == (engine == "inline"), pids
     assert all(np.array_equal(a, b) for a, b in zip(frames["inline"], frames["dask"]))
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(480)
+def test_task_workers_keep_models_loaded_across_rounds(real_server, tiny_zoo, tmp_path):
+    """`mora worker` processes (one per simulated GPU) take a round's sampling tasks and keep
+    their models from one round (one flow run) to the next."""
+    server = real_server
+    server.start(timeout=120)
+    workers = [server.start_process(f"mora-worker-{device}", [
+        sys.executable, "-m", "mora.cli", "worker", "--limit", "1"],
+        extra_env={"CUDA_VISIBLE_DEVICES": device}) for device in ("0", "1")]
+    deadline = time.monotonic() + 120
+    while not all("Subscribing to runs of task(s)" in w.tail(200) for w in workers):
+        assert time.monotonic() < deadline and all(w.alive() for w in workers), \
+            "\n".join(w.tail() for w in workers)
+        time.sleep(0.5)
+    config = tmp_path / "task-workers.yaml"
+    config.write_text(yaml.safe_dump({**SMALL, "prompts": 4, "candidates": 2,
+                                      "sampling": {"engine": "task-workers"}}))
+    store = tmp_path / "store"
+    run = subprocess.run(
+        [sys.executable, "-m", "mora.cli", "train", "--rounds", "2", "--config", str(config),
+         "--name", "tw", "--store", str(store)], cwd=REPO_ROOT, env=server.env(),
+        capture_output=True, text=True, timeout=420)
+    logs = "\n".join(f"--- {w.name}\n{w.tail(30)}" for w in workers)
+    assert run.returncode == 0, f"{run.stderr[-3000:]}\n{logs}"
+
+    opened = open_store(str(store))
+    made = {}  # round → [(pid, device, model loads so far)]
+    for key in opened.list("video/"):
+        prov = opened.read_provenance(key)
+        if key.endswith(".npz") and prov.params.get("stage") == "candidate":
+            worker = prov.params["worker"]
+            made.setdefault(prov.flow_run_id, []).append(
+                (worker["pid"], worker["cuda_visible_devices"], worker["model_loads"]))
+    assert len(made) == 2, made  # candidates of two rounds (two flow runs)
+    first, second = sorted(made.values(), key=lambda rows: min(r[2] for r in rows))
+    assert {device for _, device, _ in first + second} == {"0", "1"}, logs
+    assert {pid for pid, *_ in first + second} <= {str(w.pid) for w in workers}
+    both = {pid for pid, *_ in second} & {pid for pid, *_ in first}
+    assert both, (first, second)  # a worker that sampled in both rounds (flow runs)
+    for pid in both:
+        loads_first = max(loads for p, _, loads in first if p == pid)
+        loads_second = max(loads for p, _, loads in second if p == pid)
+        # round 2 samples with round 1's weights: one fine-tuned copy, no base model again
+        assert loads_first >= 2 and loads_second <= loads_first + 1, (first, second)
