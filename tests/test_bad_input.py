@@ -99,11 +99,15 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 
     # Not capsys: a log handler made during the call would keep capsys's stream, closed after
     # the test, and fail every later log line.
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     stdout, stderr = io.StringIO(), io.StringIO()
     saved = sys.argv
     sys.argv = ["mora", *argv]
     try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        # as in a user's shell without a Prefect server, whatever server earlier tests started
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
+                temporary_settings({PREFECT_API_URL: None}):
             cli.main()
         code = 0
     except SystemExit as exc:
