@@ -5,6 +5,8 @@ TORCH ?= torch==2.13.0
 PROMPT ?= a red fox running through fresh snow, golden hour
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mora-installed
+# Offline machines: no Prefect telemetry from the temporary servers the demo and tests start.
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: setup demo test test-fast bench clean
 

@@ -570,6 +570,11 @@ def _click_exceptions():
 
 def main() -> None:
     """Console entry point: user errors become one `error:` line and exit code 2."""
+    # The temporary Prefect server of a local run would otherwise start a telemetry service
+    # that, on a machine without network, fails with a traceback (set it to true to keep it).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Its first start creates the database; 20 s (Prefect's default) is short on a busy 2-core box.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     click = _click_exceptions()
     try:
         app(standalone_mode=False)
