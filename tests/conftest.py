@@ -16,6 +16,8 @@ _SESSION_DIR = Path(tempfile.mkdtemp(prefix="mora-tests-"))
 os.environ["MORA_HOME"] = str(_SESSION_DIR / "mora-home")
 os.environ["PREFECT_HOME"] = str(_SESSION_DIR / "prefect-home")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# Subprocesses (crash tests, CLI runs) start temporary servers; 20 s is short on a busy 2-core box.
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 # Tests only: the task-run recorder's SQLite writes and the heartbeat thread cost seconds per run.
 os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED"] = "false"
 os.environ["HF_HUB_OFFLINE"] = "1"
