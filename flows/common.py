@@ -15,6 +15,7 @@ from configs.schema import Profile
 from flows.stages import animate, review_loop
 from mora.errors import MoraError
 from storage import open_store
+from storage.store import parse_store_url
 from tasks.artifacts import RunContext, VideoArtifact
 from tasks.generate import connect, enhance_prompt, image_to_image
 from tasks.inputs import InputArtifact, InputKind, ingest
@@ -40,22 +41,20 @@ def _source(value: str) -> str:
     return value
 
 
-def _store_url(value: str) -> str:
-    from storage.store import parse_store_url
+def _checked_by(check):
+    """A validator that keeps the value if ``check(value)`` passes, its MoraError otherwise."""
+    def validate(value: str) -> str:
+        try:
+            check(value)
+        except MoraError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
-    try:
-        parse_store_url(value)
-    except MoraError as exc:
-        raise ValueError(str(exc)) from None
-    return value
+    return validate
 
 
-def _profile_ref(value: str) -> str:
-    try:
-        load_profile(value)
-    except MoraError as exc:
-        raise ValueError(str(exc)) from None
-    return value
+_store_url = _checked_by(parse_store_url)
+_profile_ref = _checked_by(load_profile)
 
 
 Source = Annotated[str, Field(min_length=1, max_length=4096, description="a local file path, "
