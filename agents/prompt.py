@@ -7,6 +7,7 @@ endpoint (vLLM, Ollama, OpenAI), or a local transformers causal LM.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Protocol
 
 from agents.base import check_text
@@ -26,6 +27,20 @@ GENERATE_PROMPT = (
     "Write {n} diverse, concrete prompts for a text-to-video model, each one sentence naming a "
     "subject, an action, a setting and a visual style. Answer with a JSON list of strings only."
 )
+FEW_SHOT_INTRO = "Examples of the prompts wanted:"
+FEW_SHOT_ASK = ("Write {n} new prompts in the spirit of these examples, each different from "
+                "every example and from each other (variation {seed}).")
+
+
+def generation_request(n: int, seed: int, examples: Sequence[str] = ()) -> tuple[str, str]:
+    """(system, user) messages asking an LLM for ``n`` training prompts: zero-shot, or few-shot
+    with ``examples`` from a seed prompt set (the paper generated its prompts with GPT-4 in both
+    settings from the Sora report's prompts, §4.1)."""
+    if not examples:
+        return GENERATE_PROMPT.format(n=n), f"seed {seed}"
+    shots = "\n".join(f"{i}. {example}" for i, example in enumerate(examples, 1))
+    return (GENERATE_PROMPT.format(n=n),
+            f"{FEW_SHOT_INTRO}\n{shots}\n\n{FEW_SHOT_ASK.format(n=n, seed=seed)}")
 
 
 class PromptEnhancer(Protocol):
@@ -33,8 +48,9 @@ class PromptEnhancer(Protocol):
 
     def enhance(self, prompt: str) -> str: ...
 
-    def generate(self, n: int, seed: int) -> list[str]:
-        """``n`` candidate training prompts (duplicates possible; the caller deduplicates)."""
+    def generate(self, n: int, seed: int, examples: Sequence[str] = ()) -> list[str]:
+        """``n`` candidate training prompts (duplicates possible; the caller deduplicates),
+        few-shot from ``examples`` where the backend is a language model."""
         ...
 
 
@@ -47,8 +63,9 @@ class TemplateEnhancer:
         prompt = check_text("prompt", prompt).rstrip(" .,;")
         return f"{prompt}, {TEMPLATE_SUFFIX}."
 
-    def generate(self, n: int, seed: int) -> list[str]:
-        """Combinations of subject, action, setting and style drawn with ``seed``."""
+    def generate(self, n: int, seed: int, examples: Sequence[str] = ()) -> list[str]:
+        """Combinations of subject, action, setting and style drawn with ``seed`` (no model:
+        ``examples`` are not used)."""
         import random
 
         from agents import prompt_bank as bank
@@ -70,12 +87,14 @@ class ChatEnhancer:
         prompt = check_text("prompt", prompt)
         return _clean(self._chat(SYSTEM_PROMPT, prompt, self.spec.temperature), fallback=prompt)
 
-    def generate(self, n: int, seed: int) -> list[str]:
-        text = self._chat(GENERATE_PROMPT.format(n=n), f"seed {seed}", max(self.spec.temperature, 0.9),
-                          max_tokens=self.spec.max_new_tokens * n)
+    def generate(self, n: int, seed: int, examples: Sequence[str] = ()) -> list[str]:
+        system, user = generation_request(n, seed, examples)
+        text = self._chat(system, user, max(self.spec.temperature, 0.9),
+                          max_tokens=self.spec.max_new_tokens * n, seed=seed)
         return _parse_prompt_list(text)
 
-    def _chat(self, system: str, user: str, temperature: float, max_tokens: int | None = None) -> str:
+    def _chat(self, system: str, user: str, temperature: float, max_tokens: int | None = None,
+              seed: int | None = None) -> str:
         import httpx
 
         headers = {}
@@ -88,6 +107,8 @@ class ChatEnhancer:
             "max_tokens": max_tokens or self.spec.max_new_tokens,
             "temperature": temperature,
         }
+        if seed is not None:  # OpenAI, vLLM and Ollama take it: a reproducible draw where served
+            body["seed"] = seed
         url = self.spec.base_url.rstrip("/") + "/chat/completions"
         try:
             response = httpx.post(url, json=body, headers=headers, timeout=self.spec.timeout_s)
@@ -112,12 +133,13 @@ class TransformersEnhancer:
         prompt = check_text("prompt", prompt)
         return _clean(self._chat(SYSTEM_PROMPT, prompt, self.spec.max_new_tokens), fallback=prompt)
 
-    def generate(self, n: int, seed: int) -> list[str]:
+    def generate(self, n: int, seed: int, examples: Sequence[str] = ()) -> list[str]:
         from transformers import set_seed
 
         set_seed(seed)
-        return _parse_prompt_list(self._chat(GENERATE_PROMPT.format(n=n), f"seed {seed}",
-                                             self.spec.max_new_tokens * n, sample=True))
+        system, user = generation_request(n, seed, examples)
+        return _parse_prompt_list(self._chat(system, user, self.spec.max_new_tokens * n,
+                                             sample=True))
 
     def _chat(self, system: str, user: str, max_new_tokens: int, sample: bool = False) -> str:
         from agents.cache import MODEL_CACHE
@@ -184,12 +206,20 @@ def deduplicate(prompts: list[str], threshold: float = 0.9,
 
 
 def training_prompts(enhancer: PromptEnhancer, n: int, seed: int, threshold: float = 0.9,
-                     seen: list[str] = (), max_rounds: int = 10) -> list[str]:
-    """``n`` distinct prompts: generate, deduplicate, and ask again until there are enough."""
+                     seen: list[str] = (), max_rounds: int = 10, seed_prompts: Sequence[str] = (),
+                     few_shot: int = 0) -> list[str]:
+    """``n`` distinct prompts: generate, deduplicate, and ask again until there are enough.
+
+    With ``seed_prompts``, each request shows ``few_shot`` of them (drawn with the request's
+    seed) as examples; a prompt too close to any seed prompt counts as a duplicate too."""
+    import random
+
     kept: list[str] = []
     for attempt in range(max_rounds):
-        fresh = enhancer.generate(2 * (n - len(kept)), seed + 7919 * attempt)
-        kept += deduplicate(fresh, threshold, seen=[*seen, *kept])
+        draw = seed + 7919 * attempt
+        shots = random.Random(draw).sample(list(seed_prompts), min(few_shot, len(seed_prompts)))
+        fresh = enhancer.generate(2 * (n - len(kept)), draw, shots)
+        kept += deduplicate(fresh, threshold, seen=[*seen, *seed_prompts, *kept])
         if len(kept) >= n:
             return kept[:n]
     raise MoraError(f"only {len(kept)} distinct prompts after {max_rounds} rounds of generation "

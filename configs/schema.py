@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 Device = Literal["cpu", "cuda", "mps", "auto"]
+# How fine-tuned weights are named wherever a profile is: a training round of the store, a
+# checkpoint key in it, the newest round's, or explicitly the base weights.
+WEIGHTS_REF_PATTERN = r"^(round:[a-z0-9][a-z0-9_-]{0,79}|store://\S+|latest|base)$"
 
 
 class _Strict(BaseModel):
@@ -39,6 +42,9 @@ class PipelineSpec(_Strict):
     vae_tiling: bool = False
     attention_slicing: bool = False
     call_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra pipeline kwargs")
+    finetuned: str | None = Field(default=None, max_length=1000, pattern=WEIGHTS_REF_PATTERN,
+                                  description="fine-tuned weights this agent samples with: "
+                                  "round:<round id>, store://<key> or latest (see tasks/weights.py)")
 
 
 class PromptSpec(_Strict):

@@ -11,7 +11,7 @@ from typing import Annotated, TypeVar
 from pydantic import AfterValidator, BaseModel, Field
 
 from configs import load_profile
-from configs.schema import Profile
+from configs.schema import WEIGHTS_REF_PATTERN, Profile
 from flows.stages import animate, review_loop
 from mora.errors import MoraError
 from storage import open_store
@@ -21,6 +21,7 @@ from tasks.generate import connect, enhance_prompt, image_to_image
 from tasks.inputs import InputArtifact, InputKind, ingest
 from tasks.report import contact_sheet, image_markdown, publish_result
 from tasks.review import ReviewPolicy
+from tasks.weights import apply_weights
 
 # Flow parameters are validated (by Prefect, with pydantic) before a run starts: a bad value
 # fails there, naming the parameter, whether the flow is called from Python, the CLI or a
@@ -69,6 +70,10 @@ ProfileRef = Annotated[str, Field(min_length=1, max_length=4096, description="a 
                        AfterValidator(_profile_ref)]
 StoreUrl = Annotated[str, Field(max_length=4096, description="a folder, file:///path or "
                                 "s3://bucket/prefix"), AfterValidator(_store_url)]
+WeightsRef = Annotated[str, Field(max_length=1000, pattern=WEIGHTS_REF_PATTERN,
+                                  description="fine-tuned weights to sample with: "
+                                  "round:<round id>, store://<key> or latest (of the store); "
+                                  "base: the profile's base weights")]
 
 
 class SopResult(BaseModel):
@@ -85,14 +90,23 @@ class SopResult(BaseModel):
     enhanced_prompt: str | None = None
 
 
-def open_run(profile: str, store: str | None, sop: str,
-             prompt: str | None = None) -> tuple[Profile, str, RunContext]:
-    """Resolve the profile and the store (bad names fail before any work), enhance the prompt."""
-    prof = load_profile(profile)
-    store_url = open_store(store).url
+def open_run(profile: str, store: str | None, sop: str, prompt: str | None = None,
+             weights: str | None = None) -> tuple[Profile, str, RunContext]:
+    """Resolve the profile, the store and the fine-tuned weights the run samples with (bad
+    names and foreign checkpoints fail before any work), enhance the prompt."""
+    prof, store_url, keys = open_profile(profile, store, weights)
     enhanced = enhance_prompt(prof, prompt) if prompt is not None else None
     return prof, store_url, RunContext(sop=sop, profile=prof.name, prompt=prompt,
-                                       enhanced_prompt=enhanced)
+                                       enhanced_prompt=enhanced, weights=keys)
+
+
+def open_profile(profile: str, store: str | None,
+                 weights: str | None = None) -> tuple[Profile, str, tuple[str, ...]]:
+    """The profile with its weights references resolved and checked, the store's URL, and the
+    checkpoint keys the run samples with (tasks/weights.py)."""
+    store_url = open_store(store).url
+    prof, keys = apply_weights(load_profile(profile), store_url, weights)
+    return prof, store_url, keys
 
 
 def ingest_inputs(store_url: str, ctx: RunContext,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, ingest_inputs,
-                          open_run, publish, reviewed_transition)
+from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, WeightsRef,
+                          ingest_inputs, open_run, publish, reviewed_transition)
 from tasks.artifacts import VideoArtifact
 from tasks.generate import seam_drift, splice
 from tasks.review import ReviewPolicy
@@ -29,10 +29,11 @@ def connect_videos(
     profile: ProfileRef = "tiny",
     store: StoreUrl | None = None,
     seed: Seed = 0,
+    weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> ConnectVideosResult:
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
-    prof, store_url, ctx = open_run(profile, store, "connect-videos", prompt)
+    prof, store_url, ctx = open_run(profile, store, "connect-videos", prompt, weights)
 
     # 2. Both videos into the store.
     inputs = ingest_inputs(store_url, ctx, video_a=(video_a, "video"), video_b=(video_b, "video"))

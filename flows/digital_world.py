@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, animate,
-                          ingest_inputs, open_run, publish, reviewed_edit)
+from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, WeightsRef,
+                          animate, ingest_inputs, open_run, publish, reviewed_edit)
 from flows.stages import reviewed_first_frame
 from mora.errors import MoraError
 from tasks.generate import first_frame
@@ -36,13 +36,14 @@ def digital_world(
     profile: ProfileRef = "tiny",
     store: StoreUrl | None = None,
     seed: Seed = 0,
+    weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> DigitalWorldResult:
     # 1. Exactly one of prompt and video; resolve the profile and the store.
     if (prompt is None) == (video is None):
         raise MoraError("digital world takes a prompt or a video, exactly one of them")
     text = styled_prompt(prompt) if prompt is not None else None
-    prof, store_url, ctx = open_run(profile, store, "digital-world", text)
+    prof, store_url, ctx = open_run(profile, store, "digital-world", text, weights)
 
     # 2. The first frame: text-to-image of the styled prompt, or the video's first frame
     #    restyled by image-to-image; reviewed either way.

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, animate,
-                          ingest_inputs, open_run, publish, reviewed_edit)
+from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, WeightsRef,
+                          animate, ingest_inputs, open_run, publish, reviewed_edit)
 from tasks.generate import first_frame
 from tasks.review import ReviewPolicy
 
@@ -26,10 +26,11 @@ def edit_video(
     profile: ProfileRef = "tiny",
     store: StoreUrl | None = None,
     seed: Seed = 0,
+    weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> EditVideoResult:
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
-    prof, store_url, ctx = open_run(profile, store, "edit-video", prompt)
+    prof, store_url, ctx = open_run(profile, store, "edit-video", prompt, weights)
 
     # 2. The user's video into the store.
     source = ingest_inputs(store_url, ctx, video=(video, "video"))["video"]

@@ -1,5 +1,8 @@
 """Evaluate videos (SPEC §4, paper §4.1): ingest → twelve metrics per video → results table in
-the store and on the run page → our numbers beside the paper's table for the task."""
+the store and on the run page → our numbers beside the paper's table for the task.
+
+`evaluate_weights`: fine-tuned weights (or the base) sampled on a training config's held-out
+prompts × seeds, scored as a training round scores them, plus every sample's metrics."""
 
 from __future__ import annotations
 
@@ -9,13 +12,15 @@ from pydantic import BaseModel, Field
 
 from prefect import flow, get_run_logger
 
-from flows.common import Prompt, Source, StoreUrl
+from flows.common import ProfileRef, Prompt, Source, StoreUrl, WeightsRef, open_profile
+from flows.training import configured
 from metrics.paper_tables import paper_markdown
 from mora.errors import MoraError
 from storage import open_store
 from tasks.artifacts import RunContext
 from tasks.evaluate import evaluate_video, export_vbench, publish_markdown, write_results
 from tasks.inputs import ingest
+from tasks.training import HeldOutScore, held_out_score
 
 EvalTask = Literal["t2v", "i2v", "extend", "edit", "connect", "digital-world"]
 
@@ -81,3 +86,44 @@ def evaluate(
     return EvaluateResult(store=store_url, records=records, inputs=[v.key for v in inputs],
                           parquet_key=tables.parquet_key, csv_key=tables.csv_key,
                           markdown=markdown, vbench_keys=vbench_keys)
+
+
+class WeightsEvaluation(BaseModel):
+    store: str
+    weights: list[str] = Field(description="the checkpoint keys the samples were made with")
+    held_out: HeldOutScore
+    records: list[dict[str, Any]] = Field(description="SPEC §6 records of every held-out sample")
+    parquet_key: str
+    csv_key: str
+
+
+@flow(name="evaluate-weights", log_prints=True)
+def evaluate_weights(
+    weights: WeightsRef,
+    config: str = "tiny",
+    profile: ProfileRef | None = None,
+    store: StoreUrl | None = None,
+    seeds: Annotated[int | None, Field(ge=1, le=32, description="seeds per held-out prompt "
+                                       "[default: the config's]")] = None,
+) -> WeightsEvaluation:
+    """Fine-tuned weights on a training config's held-out prompts × seeds: the held-out score
+    by the config's own judges (with its interval), and the metrics of every sample."""
+    # 1. Config, profile, store and weights (missing or foreign checkpoints fail here).
+    cfg = configured(config, held_out_seeds=seeds)
+    prof, store_url, keys = open_profile(profile or cfg.profile, store, weights)
+    ctx = RunContext(sop="evaluate-weights", profile=prof.name, weights=keys)
+
+    # 2. Held-out samples made with the weights, scored by the config's judges.
+    score = held_out_score(prof, cfg, store_url, ctx, None)
+
+    # 3. The metrics of each sample, and the results table.
+    prompts = cfg.held_out_prompts
+    records = [rec for i, key in enumerate(score.videos)
+               for rec in evaluate_video(store_url, key, prompts[i % len(prompts)],
+                                         label=f"held-out/{i + 1}")]
+    tables = write_results(store_url, ctx, records, score.videos)
+    interval = "" if score.low is None else f" [95% CI {score.low:.4f}, {score.high:.4f}]"
+    print(f"evaluate-weights: {weights} → held-out {score.mean:.4f}{interval} over "
+          f"{len(score.scores)} samples")
+    return WeightsEvaluation(store=store_url, weights=list(keys), held_out=score, records=records,
+                             parquet_key=tables.parquet_key, csv_key=tables.csv_key)

@@ -15,7 +15,7 @@ from pydantic import Field
 from prefect import flow, get_run_logger
 
 from flows.common import (ProfileRef, Prompt, Seed, Segments, SopResult, Source, StoreUrl,
-                          animate, ingest_inputs, open_run, publish)
+                          WeightsRef, animate, ingest_inputs, open_run, publish)
 from mora.errors import MoraError
 from tasks.artifacts import VideoArtifact
 from tasks.generate import last_frame, seam_drift, splice
@@ -51,10 +51,11 @@ def extend_video(
     profile: ProfileRef = "tiny",
     store: StoreUrl | None = None,
     seed: Seed = 0,
+    weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> ExtendVideoResult:
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
-    prof, store_url, ctx = open_run(profile, store, "extend-video", prompt)
+    prof, store_url, ctx = open_run(profile, store, "extend-video", prompt, weights)
 
     # 2. The user's video into the store.
     source = ingest_inputs(store_url, ctx, video=(video, "video"))["video"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, animate,
-                          ingest_inputs, open_run, publish, reviewed_edit)
+from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, WeightsRef,
+                          animate, ingest_inputs, open_run, publish, reviewed_edit)
 from tasks.review import ReviewPolicy
 
 
@@ -22,10 +22,11 @@ def image_to_video(
     profile: ProfileRef = "tiny",
     store: StoreUrl | None = None,
     seed: Seed = 0,
+    weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> ImageToVideoResult:
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
-    prof, store_url, ctx = open_run(profile, store, "image-to-video", prompt)
+    prof, store_url, ctx = open_run(profile, store, "image-to-video", prompt, weights)
 
     # 2. The user's image into the store: the input every output names as its origin.
     inputs = ingest_inputs(store_url, ctx, image=(image, "image"))

@@ -6,8 +6,7 @@ from pydantic import BaseModel
 
 from prefect import flow
 
-from configs import load_profile
-from flows.common import ProfileRef, Prompt, Seed, Segments, StoreUrl
+from flows.common import ProfileRef, Prompt, Seed, Segments, StoreUrl, WeightsRef, open_profile
 from flows.stages import animate, reviewed_first_frame
 from storage import open_store
 from tasks.artifacts import RunContext, VideoArtifact
@@ -34,16 +33,17 @@ def text_to_video(
     profile: ProfileRef = "tiny",
     store: StoreUrl | None = None,
     seed: Seed = 0,
+    weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> TextToVideoResult:
-    # 1. Resolve the profile and the store (bad names fail here, before any work).
-    prof = load_profile(profile)
-    store_url = open_store(store).url
+    # 1. Resolve the profile, the store and the weights (bad names and foreign checkpoints
+    #    fail here, before any work).
+    prof, store_url, keys = open_profile(profile, store, weights)
 
     # 2. Enhance the prompt.
     enhanced = enhance_prompt(prof, prompt)
     ctx = RunContext(sop="text-to-video", profile=prof.name, prompt=prompt,
-                     enhanced_prompt=enhanced)
+                     enhanced_prompt=enhanced, weights=keys)
 
     # 3. The first frame, reviewed.
     first_frame = reviewed_first_frame(prof, store_url, ctx, seed, review)

@@ -26,9 +26,10 @@ from tasks.artifacts import RunContext
 from tasks.generate import CACHED
 from tasks.report import image_markdown
 from tasks.review import ReviewPolicy, human_pick
-from tasks.training import (CandidateSet, Decision, Vote, candidates_sheet, export_weights,
-                            finetune_chunk, generate_prompts, held_out_score, judge_candidates,
-                            latest_round, plot_rounds, write_dataset, write_report)
+from tasks.training import (CandidateSet, Decision, HeldOutScore, Vote, candidates_sheet,
+                            export_weights, finetune_chunk, generate_prompts, held_out_score,
+                            judge_candidates, latest_round, plot_rounds, write_dataset,
+                            write_report)
 
 Unattended = Literal["discard", "judge_a"]
 RoundId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
@@ -165,19 +166,20 @@ def training_round(
     report_key = write_report(store_url, ctx, round_id, report)
     _publish(round_id, csets, votes, decisions, report)
     print(f"round {round_id}: {report['accepted']} accepted, {report['escalations']} escalated, "
-          f"{report['discards']} discarded; held-out {before:.4f} → {after:.4f}")
+          f"{report['discards']} discarded; held-out {_scored(before)} → {_scored(after)}")
     return RoundResult(round_id=round_id, store=store_url, dataset_key=dataset_key,
                        state_key=state_key, weights_key=weights_key, step=step,
                        report_key=report_key, report=report)
 
 
 def configured(config: str, prompts: int | None = None, candidates: int | None = None,
-               modulation: Modulation | None = None,
-               unattended: Unattended | None = None) -> TrainingConfig:
+               modulation: Modulation | None = None, unattended: Unattended | None = None,
+               held_out_seeds: int | None = None) -> TrainingConfig:
     """The named config with the command line's (or an ablation's) overrides, validated again."""
     cfg = load_training_config(config)
     overrides: dict = {k: v for k, v in (("prompts", prompts), ("candidates", candidates),
-                                         ("unattended", unattended)) if v}
+                                         ("unattended", unattended),
+                                         ("held_out_seeds", held_out_seeds)) if v}
     if modulation:
         overrides["finetune"] = {**cfg.finetune.model_dump(), "modulation": modulation}
     if not overrides:
@@ -210,10 +212,26 @@ def _report(round_id, cfg, prompts, votes, decisions, losses, factors, before, a
         "accepted": sum(d.chosen is not None for d in decisions),
         "human_picks": outcomes.count("human"), "unattended_picks": outcomes.count("unattended"),
         "discards": outcomes.count("discarded"), "losses": losses, "modulation_factors": factors,
-        "held_out_before": before, "held_out_after": after, "dataset_key": dataset_key,
+        # The held-out score (tasks/training.py): the config's judges over the held-out
+        # prompts × seeds; its mean, 95 % bootstrap interval and per-sample scores.
+        "held_out_before": before.mean, "held_out_after": after.mean,
+        "held_out_before_ci": _interval(before), "held_out_after_ci": _interval(after),
+        "held_out_before_scores": before.scores, "held_out_after_scores": after.scores,
+        "held_out_judges": after.judges, "held_out_videos": after.videos,
+        "dataset_key": dataset_key,
         "state_key": state_key, "weights_key": weights_key, "step": step,
         "stage_seconds": seconds,
     }
+
+
+def _interval(score: HeldOutScore) -> list[float] | None:
+    return None if score.low is None else [score.low, score.high]
+
+
+def _scored(score: HeldOutScore) -> str:
+    """``0.7251 [0.7190, 0.7302]``: a held-out score with its interval."""
+    interval = "" if score.low is None else f" [{score.low:.4f}, {score.high:.4f}]"
+    return f"{score.mean:.4f}{interval}"
 
 
 def _publish(round_id: str, csets: list[CandidateSet], votes: list[Vote],

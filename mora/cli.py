@@ -28,6 +28,9 @@ ProfileOpt = typer.Option(None, "--profile", help="profile name or YAML path [de
 StoreOpt = typer.Option(None, "--store", help="local folder or s3://bucket/prefix "
                         "[default: $MORA_STORE or ./mora-store]")
 SeedOpt = typer.Option(0, "--seed", help="random seed (recorded in provenance)")
+WeightsOpt = typer.Option(None, "--weights", help="fine-tuned weights from the store: "
+                          "round:<name>-rK, store://KEY or latest; base: the profile's base "
+                          "weights [default: as the profile says]")
 
 
 def _checked_out_path(path: Optional[Path]) -> Optional[Path]:
@@ -46,11 +49,13 @@ def _checked_out_path(path: Optional[Path]) -> Optional[Path]:
     return path
 
 
-def _common(profile: Optional[str], store: Optional[str], seed: int, models: bool = True):
+def _common(profile: Optional[str], store: Optional[str], seed: int, models: bool = True,
+            weights: Optional[str] = None):
     """Validate the options every command takes; returns (profile name, store url, profile).
 
     Before any work: the profile's weights must be loadable (offline: in the HF cache; local
-    folders: safetensors) and the store reachable and writable."""
+    folders: safetensors), the store reachable and writable, and the fine-tuned weights the
+    profile or ``--weights`` names in the store and trained on the profile's model."""
     from agents.base import check_seed
     from configs import load_profile
 
@@ -58,7 +63,12 @@ def _common(profile: Optional[str], store: Optional[str], seed: int, models: boo
     prof = load_profile(profile or default_profile())
     if models:
         _check_models(prof, ("text_to_image", "image_to_image", "image_to_video", "connector"))
-    return profile or default_profile(), _checked_store(store), prof
+    store_url = _checked_store(store)
+    if models or weights is not None:
+        from tasks.weights import apply_weights
+
+        prof = apply_weights(prof, store_url, weights)[0]
+    return profile or default_profile(), store_url, prof
 
 
 def _check_models(prof, roles: tuple[str, ...]) -> None:
@@ -109,6 +119,7 @@ def t2v(
     seed: int = SeedOpt,
     review: str = typer.Option("auto", "--review", help="auto: never pause; ask: pause after "
                                "each stage and ask here (or answer with `mora review`)"),
+    weights: Optional[str] = WeightsOpt,
 ) -> None:
     """Text-to-video: enhance → first frame → image-to-video, SEGMENTS times."""
     from agents.base import check_text
@@ -117,14 +128,14 @@ def t2v(
     if segments < 1 or segments > 32:
         raise MoraError(f"--segments must be between 1 and 32, got {segments}")
     out_path = _checked_out_path(out_file)
-    profile_name, store_url, _ = _common(profile, store, seed)
+    profile_name, store_url, _ = _common(profile, store, seed, weights=weights)
 
     policy = _review_policy(review)
     from flows.text_to_video import text_to_video
 
     result = _run_flow(lambda: text_to_video(prompt=prompt, segments=segments,
                                              profile=profile_name, store=store_url, seed=seed,
-                                             review=policy),
+                                             weights=weights, review=policy),
                        f"text-to-video on profile '{profile_name}' ({segments} segment(s))", policy)
     _report_video(result.store, result.video.mp4_key, out_path,
                   f"{result.video.num_frames} frames, {result.video.width}x"
@@ -196,7 +207,7 @@ _SOURCE_HELP = "a file, or store://KEY for an artifact in the store"
 
 
 def _run_sop(flow: str, out_file: Optional[Path], profile: Optional[str], store: Optional[str],
-             seed: int, review: str, texts: tuple[str, ...] = (),
+             seed: int, review: str, weights: Optional[str], texts: tuple[str, ...] = (),
              files: Optional[dict[str, str]] = None, **params: Optional[str]) -> None:
     """The body of every SOP command: ``flow`` is "module:function"; ``texts`` name the
     ``params`` that are free text, ``files`` map the ``params`` that are input files to
@@ -207,7 +218,7 @@ def _run_sop(flow: str, out_file: Optional[Path], profile: Optional[str], store:
         if params[name] is not None:
             check_text(name.replace("_", " "), params[name])
     out_path = _checked_out_path(out_file)
-    profile_name, store_url, _ = _common(profile, store, seed)
+    profile_name, store_url, _ = _common(profile, store, seed, weights=weights)
     policy = _review_policy(review)
     if files:
         from storage import open_store
@@ -225,7 +236,7 @@ def _run_sop(flow: str, out_file: Optional[Path], profile: Optional[str], store:
     module, _, function = flow.partition(":")
     run = getattr(importlib.import_module(module), function)
     result = _run_flow(lambda: run(profile=profile_name, store=store_url, seed=seed,
-                                   review=policy, **params),
+                                   weights=weights, review=policy, **params),
                        f"{run.name} on profile '{profile_name}'", policy)
     video = result.video
     _report_video(result.store, video.mp4_key, out_path, f"{video.num_frames} frames, "
@@ -242,9 +253,10 @@ def i2v(
     store: Optional[str] = StoreOpt,
     seed: int = SeedOpt,
     review: str = ReviewOpt,
+    weights: Optional[str] = WeightsOpt,
 ) -> None:
     """Image-to-video: animate IMAGE."""
-    _run_sop("flows.image_to_video:image_to_video", out_file, profile, store, seed, review,
+    _run_sop("flows.image_to_video:image_to_video", out_file, profile, store, seed, review, weights,
              texts=("prompt",), files={"image": "image"}, image=image, prompt=prompt)
 
 
@@ -257,9 +269,10 @@ def extend(
     store: Optional[str] = StoreOpt,
     seed: int = SeedOpt,
     review: str = ReviewOpt,
+    weights: Optional[str] = WeightsOpt,
 ) -> None:
     """Extend VIDEO: new frames from its last frame, appended to it."""
-    _run_sop("flows.extend_video:extend_video", out_file, profile, store, seed, review,
+    _run_sop("flows.extend_video:extend_video", out_file, profile, store, seed, review, weights,
              texts=("prompt",), files={"video": "video"}, video=video, prompt=prompt)
 
 
@@ -272,9 +285,10 @@ def edit(
     store: Optional[str] = StoreOpt,
     seed: int = SeedOpt,
     review: str = ReviewOpt,
+    weights: Optional[str] = WeightsOpt,
 ) -> None:
     """Video-to-video edit: edit VIDEO's first frame by INSTRUCTION, then animate it."""
-    _run_sop("flows.edit_video:edit_video", out_file, profile, store, seed, review,
+    _run_sop("flows.edit_video:edit_video", out_file, profile, store, seed, review, weights,
              texts=("instruction",), files={"video": "video"}, video=video,
              instruction=instruction)
 
@@ -288,10 +302,11 @@ def connect_cmd(
     store: Optional[str] = StoreOpt,
     seed: int = SeedOpt,
     review: str = ReviewOpt,
+    weights: Optional[str] = WeightsOpt,
 ) -> None:
     """Connect VIDEO_A to VIDEO_B with a generated transition (output at VIDEO_A's size and fps)."""
     _run_sop("flows.connect_videos:connect_videos", out_file, profile, store, seed, review,
-             files={"video_a": "video", "video_b": "video"}, video_a=video_a, video_b=video_b)
+             weights, files={"video_a": "video", "video_b": "video"}, video_a=video_a, video_b=video_b)
 
 
 @app.command("digital-world")
@@ -305,11 +320,12 @@ def digital_world_cmd(
     store: Optional[str] = StoreOpt,
     seed: int = SeedOpt,
     review: str = ReviewOpt,
+    weights: Optional[str] = WeightsOpt,
 ) -> None:
     """Digital world: PROMPT in digital world style, or --video VIDEO restyled."""
     if (prompt is None) == (video is None):
         raise MoraError("give a PROMPT or --video VIDEO" + (", not both" if video else ""))
-    _run_sop("flows.digital_world:digital_world", out_file, profile, store, seed, review,
+    _run_sop("flows.digital_world:digital_world", out_file, profile, store, seed, review, weights,
              texts=("prompt",), files={"video": "video"}, prompt=prompt, video=video)
 
 
@@ -366,9 +382,12 @@ def train(
     store_ = open_store(result.store)
     for r in result.rounds:
         rep = r.report
+        ci = rep.get("held_out_after_ci")
         out.print(f"{r.round_id}: accepted {rep['accepted']}/{len(rep['prompts'])}, agreement "
                   f"{rep['agreement_rate']:.2f}, held-out {rep['held_out_before']:.4f} → "
-                  f"{rep['held_out_after']:.4f}, dataset {r.dataset_key}, weights {r.weights_key}")
+                  f"{rep['held_out_after']:.4f}" + (f" [95% CI {ci[0]:.4f}, {ci[1]:.4f}]" if ci
+                                                     else "")
+                  + f", dataset {r.dataset_key}, weights {r.weights_key}")
     out.print(f"plot: {store_.uri(result.plot_key)}")
     out.print(f"store: {result.store}")
 
@@ -439,8 +458,9 @@ def worker(
 
 @app.command("eval")
 def eval_cmd(
-    videos: list[str] = typer.Argument(..., metavar="VIDEO",
-                                       help=f"the videos to evaluate: each {_SOURCE_HELP}"),
+    videos: Optional[list[str]] = typer.Argument(None, metavar="[VIDEO]...",
+                                                 help=f"the videos to evaluate: each "
+                                                 f"{_SOURCE_HELP} (or --weights instead)"),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="the prompt the videos were made "
                                          "from (used by the text-conditioned metrics)"),
     fmt: str = typer.Option("table", "--format", help="table | json | csv (json: SPEC §6 records "
@@ -458,12 +478,25 @@ def eval_cmd(
     profile: Optional[str] = ProfileOpt,
     store: Optional[str] = StoreOpt,
     seed: int = SeedOpt,
+    weights: Optional[str] = typer.Option(None, "--weights", help="instead of VIDEOs: sample "
+                                          "these weights (round:<name>-rK, store://KEY, latest "
+                                          "or base) on --config's held-out prompts × seeds and "
+                                          "score them as a training round does"),
+    config: str = typer.Option("tiny", "--config", help="with --weights: the training config "
+                               "whose held-out prompts, seeds, judges and profile are used"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="with --weights: seeds per "
+                                        "held-out prompt [default: the config's]"),
 ) -> None:
-    """Evaluate videos: SPEC §4 metrics per video, stored as parquet + csv, beside the paper's table."""
+    """Evaluate videos: SPEC §4 metrics per video, stored as parquet + csv, beside the paper's
+    table. With --weights: evaluate fine-tuned weights on a training config's held-out prompts."""
     from agents.base import check_text
 
     if fmt not in ("table", "json", "csv"):
         raise MoraError(f"--format must be table, json or csv, got '{fmt}'")
+    if (weights is None) == (not videos):
+        raise MoraError("give VIDEOs to evaluate or --weights" + (", not both" if videos else ""))
+    if weights is not None:
+        return _eval_weights(weights, config, profile, store, seeds, fmt)
     tasks = ("t2v", "i2v", "extend", "edit", "connect", "digital-world")
     if task not in tasks:
         raise MoraError(f"--task must be one of {' '.join(tasks)}, got '{task}'")
@@ -492,7 +525,55 @@ def eval_cmd(
         result = _local_run(lambda: evaluate(videos=list(videos), prompt=prompt,
                                              store=store_url, task=task,
                                              vbench=vbench_export, **around))()
-    records = result.records
+    _print_records(result.records, fmt)
+    if fmt == "table":
+        out.print(result.markdown, markup=False, highlight=False)
+    where = console if fmt != "table" else out
+    shown = _print_results(where, result.store, result.parquet_key, result.csv_key)
+    if result.vbench_keys:
+        folder = result.vbench_keys[0].rsplit("/", 1)[0]
+        where.print(f"vbench custom_input folder: {shown.uri(folder)}", markup=False,
+                    highlight=False)
+    where.print(f"store: {result.store}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _eval_weights(weights: str, config: str, profile: Optional[str], store: Optional[str],
+                  seeds: Optional[int], fmt: str) -> None:
+    """`mora eval --weights`: the checkpoint checked before any work, then sampled and scored."""
+    from flows.training import configured
+
+    if seeds is not None and not 1 <= seeds <= 32:
+        raise MoraError(f"--seeds must be between 1 and 32, got {seeds}")
+    cfg = configured(config, held_out_seeds=seeds)
+    _, store_url, _ = _common(profile or cfg.profile, store, 0, weights=weights)
+    from flows.evaluate import evaluate_weights
+
+    with console.status(f"sampling and scoring {weights} on config '{config}'…"):
+        result = _local_run(lambda: evaluate_weights(weights=weights, config=config,
+                                                     profile=profile, store=store_url,
+                                                     seeds=seeds))()
+    _print_records(result.records, fmt)
+    where = console if fmt != "table" else out
+    score = result.held_out
+    interval = "" if score.low is None else f" (95% CI {score.low:.4f} to {score.high:.4f})"
+    where.print(f"held-out score of {weights} ({', '.join(result.weights) or 'base weights'}): "
+                f"{score.mean:.4f}{interval} over {len(score.scores)} samples, judges "
+                f"{' and '.join(score.judges)}", markup=False, highlight=False, soft_wrap=True)
+    _print_results(where, result.store, result.parquet_key, result.csv_key)
+    where.print(f"store: {result.store}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_results(where: Console, store_url: str, parquet_key: str, csv_key: str):
+    from storage import open_store
+
+    shown = open_store(store_url)
+    where.print(f"results: {shown.uri(parquet_key)}  and  {shown.uri(csv_key)}",
+                markup=False, highlight=False, soft_wrap=True)
+    return shown
+
+
+def _print_records(records: list[dict], fmt: str) -> None:
+    """SPEC §6 records on stdout: JSON, CSV, or a table per video."""
     if fmt == "json":
         import json
 
@@ -513,16 +594,6 @@ def eval_cmd(
                 table.add_row(r["metric"], "n/a" if r["value"] is None else f"{r['value']:.4f}",
                               r["method"], r["kind"])
             out.print(table)
-        out.print(result.markdown, markup=False, highlight=False)
-    where = console if fmt != "table" else out
-    shown = open_store(result.store)
-    where.print(f"results: {shown.uri(result.parquet_key)}  and  {shown.uri(result.csv_key)}",
-                markup=False, highlight=False, soft_wrap=True)
-    if result.vbench_keys:
-        folder = result.vbench_keys[0].rsplit("/", 1)[0]
-        where.print(f"vbench custom_input folder: {shown.uri(folder)}", markup=False,
-                    highlight=False)
-    where.print(f"store: {result.store}", markup=False, highlight=False, soft_wrap=True)
 
 
 @models_app.command("build-tiny")
@@ -544,9 +615,17 @@ def build_tiny(force: bool = typer.Option(False, "--force", help="rebuild even i
 
 
 @models_app.command("list")
-def list_models() -> None:
-    """Every profile's models and whether their weights are on this machine."""
+def list_models(store: Optional[str] = typer.Option(None, "--store", help="also list the "
+                                                    "trained checkpoints in this store "
+                                                    "[default: $MORA_STORE or ./mora-store, "
+                                                    "if it exists]")) -> None:
+    """Every profile's models and whether their weights are on this machine; the fine-tuned
+    checkpoints of the store (usable as --weights)."""
     from rich.table import Table
+
+    from storage import open_store
+
+    opened = open_store(store)  # a bad store URL fails before anything is printed
 
     from configs import list_profiles, load_profile
     from mora.model_status import weights_status
@@ -557,6 +636,24 @@ def list_models() -> None:
         for role in ("text_to_image", "image_to_image", "image_to_video", "connector"):
             spec = getattr(prof, role)
             table.add_row(name, role, spec.pipeline, spec.model, weights_status(spec.model))
+    out.print(table)
+    _list_checkpoints(opened, explicit=store is not None)
+
+
+def _list_checkpoints(opened, explicit: bool) -> None:
+    from rich.table import Table
+
+    from tasks.weights import list_checkpoints
+
+    if not explicit and not opened.list("checkpoints/"):
+        return  # the default store: nothing trained there (or no store at all)
+    table = Table("weights", "round", "agent", "model", "step", "loss", "held-out",
+                  title=f"trained checkpoints in {opened.url}")
+    for c in list_checkpoints(opened.url):
+        table.add_row(f"store://{c.key}", f"round:{c.round_id}" if c.round_id else "-",
+                      c.target, c.model, "-" if c.step is None else str(c.step),
+                      "-" if c.loss is None else f"{c.loss:.4f}",
+                      "-" if c.held_out is None else f"{c.held_out:.4f}")
     out.print(table)
 
 

@@ -21,6 +21,7 @@ class RunContext(BaseModel, frozen=True):
     profile: str
     prompt: str | None = None
     enhanced_prompt: str | None = None
+    weights: tuple[str, ...] = ()  # store keys of the fine-tuned checkpoints the run samples with
 
 
 class VideoArtifact(BaseModel, frozen=True):
@@ -58,6 +59,8 @@ def provenance(kind: str, ctx: RunContext, seed: int | None = None, models: list
                parents: list[str] = (), **params: Any) -> Provenance:
     if models:  # made by a model: record where it ran
         params = {**params, "worker": _worker()}
+    if ctx.weights:  # every artifact of a run on fine-tuned weights names them
+        params = {**params, "weights": [f"store://{key}" for key in ctx.weights]}
     return Provenance(
         kind=kind, flow_run_id=_current_flow_run_id(), sop=ctx.sop, prompt=ctx.prompt,
         enhanced_prompt=ctx.enhanced_prompt, seed=seed, profile=ctx.profile,

@@ -17,6 +17,7 @@ from storage import open_store
 from tasks import media
 from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
                              save_image, save_video)
+from tasks.weights import agents_with_weights
 
 
 def _transient(task, task_run, state) -> bool:
@@ -75,7 +76,7 @@ def enhance_prompt(profile: Profile, prompt: str) -> str:
 @task(name="text-to-image", **ON_GPU)
 @on_gpu
 def text_to_image(profile: Profile, store_url: str, ctx: RunContext, seed: int) -> str:
-    agent = agents_for(profile).text_to_image
+    agent = agents_with_weights(profile, store_url).text_to_image
     image = agent(ctx.enhanced_prompt or ctx.prompt, seed)
     store = open_store(store_url)
     return save_image(store, image, provenance("image", ctx, seed, [agent.model_ref],
@@ -98,7 +99,7 @@ def image_to_image(profile: Profile, store_url: str, ctx: RunContext, image_key:
 @on_gpu
 def image_to_video(profile: Profile, store_url: str, ctx: RunContext, image_key: str,
                    seed: int, segment: int = 0) -> VideoArtifact:
-    agent = agents_for(profile).image_to_video
+    agent = agents_with_weights(profile, store_url).image_to_video
     store = open_store(store_url)
     frames = agent(load_image(store, image_key), ctx.enhanced_prompt or ctx.prompt, seed)
     return save_video(store, media.images_to_array(frames), float(profile.image_to_video.fps),

@@ -16,7 +16,6 @@ from pydantic import BaseModel
 
 from prefect import task
 
-from agents.base import FinetunedWeights
 from agents.registry import agents_for
 from configs.schema import Profile
 from configs.training import TrainingConfig
@@ -25,9 +24,9 @@ from tasks import media
 from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
                              save_image, save_video)
 from tasks.generate import CACHED, ON_GPU, on_gpu
+from tasks.weights import agents_with_weights, with_checkpoint
 
 ON_CPU = dict(CACHED)
-HELD_OUT_CRITERION = 3  # "Examine the temporal coherence…": the held-out score's criterion
 
 
 class Candidate(BaseModel, frozen=True):
@@ -63,30 +62,31 @@ class ChunkResult(BaseModel, frozen=True):
     factors: list[float]
 
 
-def _weights(store_url: str, key: str | None) -> FinetunedWeights | None:
-    if key is None:
-        return None
-    from agents.finetune import weights_from_bytes
-
-    return FinetunedWeights(key, lambda: weights_from_bytes(open_store(store_url).get_bytes(key)))
-
-
 def _agents(profile: Profile, cfg: TrainingConfig, store_url: str, weights_key: str | None):
-    """(text-to-image, image-to-video) agents, the fine-tuned one sampling with the weights."""
-    agents = agents_for(profile)
-    weights = _weights(store_url, weights_key)
-    if cfg.finetune.target == "text_to_image":
-        return agents.text_to_image.with_weights(weights), agents.image_to_video
-    return agents.text_to_image, agents.image_to_video.with_weights(weights)
+    """(text-to-image, image-to-video) agents: the fine-tuned one sampling with ``weights_key``
+    (None: as the profile says), as every SOP samples with named weights (tasks/weights.py)."""
+    if weights_key is not None:
+        profile = with_checkpoint(profile, cfg.finetune.target, weights_key)
+    agents = agents_with_weights(profile, store_url)
+    return agents.text_to_image, agents.image_to_video
 
 
 @task(name="generate-prompts", **ON_CPU)
 def generate_prompts(profile: Profile, cfg: TrainingConfig, seed: int,
                      seen: list[str]) -> list[str]:
-    from agents.prompt import training_prompts
+    """The round's prompts: from the config's prompt LLM, few-shot from its seed prompts, or
+    from the profile's enhancer; near-duplicates (and ``seen`` ones) removed."""
+    from agents.prompt import make_enhancer, training_prompts
 
-    return training_prompts(agents_for(profile).enhancer, cfg.prompts, seed,
-                            cfg.dedup_threshold, seen=seen)
+    spec = cfg.prompt_generation
+    if spec is None:
+        return training_prompts(agents_for(profile).enhancer, cfg.prompts, seed,
+                                cfg.dedup_threshold, seen=seen)
+    from agents.loading import Runtime
+
+    return training_prompts(make_enhancer(spec, Runtime.for_profile(profile).device),
+                            cfg.prompts, seed, cfg.dedup_threshold, seen=seen,
+                            seed_prompts=spec.examples(), few_shot=spec.few_shot)
 
 
 @task(name="sample-candidates", **ON_GPU)
@@ -237,34 +237,84 @@ def export_weights(store_url: str, ctx: RunContext, state_key: str) -> str:
 
     store = open_store(store_url)
     state = state_from_bytes(store.get_bytes(state_key))
+    models = [m.model_dump() for m in store.read_provenance(state_key).models]
     key = store.new_key("checkpoints", ".safetensors")
+    # The model and the agent it was trained for: what tasks/weights.py checks a run against.
     return store.put_bytes(key, weights_to_bytes(inference_weights(state), dict(state.meta)),
-                           provenance("checkpoint", ctx, parents=[state_key],
-                                      stage="weights", step=state.step))
+                           provenance("checkpoint", ctx, models=models, parents=[state_key],
+                                      stage="weights", step=state.step,
+                                      target=state.meta.get("target"),
+                                      pipeline=state.meta.get("pipeline")))
+
+
+class HeldOutScore(BaseModel, frozen=True):
+    """The held-out score: one value per (held-out prompt, seed) sample -- the mean of the
+    config's judges' scores in [0, 1] -- their mean and its 95 % bootstrap interval."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    scores: list[float]
+    judges: list[str]
+    videos: list[str]  # the samples' frames keys, prompt-major within each seed
 
 
 @task(name="held-out-score", **ON_GPU)
 @on_gpu
 def held_out_score(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: RunContext,
-                   weights_key: str | None) -> float:
-    """Mean judge score of fresh samples on the fixed held-out prompts (same seeds every time)."""
-    from agents.judges import MetricCache, MetricJudge
-    from configs.judges import DEFAULT_METRIC_JUDGES
+                   weights_key: str | None) -> HeldOutScore:
+    """The config's own judges score fresh samples of the fixed held-out prompts × seeds.
+
+    What the loop optimises is the judges' preference under criteria drawn from the paper's
+    ten, so sample k is judged under criterion ``k mod 10 + 1`` (the same draws for every
+    weights). A judge with scores (metrics) gives its score of the sample; a judge that only
+    ranks (an MLLM) gives its preference against the base weights' sample of the same prompt
+    and seed: 1 when it ranks this one first, 0 when the base's, 0.5 without a ranking (and 0.5
+    for the base weights themselves, where both are the same video)."""
+    from agents.judges import MetricCache, make_judge
+    from metrics.stats import bootstrap_mean
 
     text_to_image, image_to_video = _agents(profile, cfg, store_url, weights_key)
+    base_t2i, base_i2v = _agents(with_checkpoint(with_checkpoint(profile, "text_to_image", None),
+                                                 "image_to_video", None), cfg, store_url, None)
+    tuned = (text_to_image.weights, image_to_video.weights) != (None, None)
+    judges = [make_judge(spec) for spec in cfg.judges]
     enhancer = agents_for(profile).enhancer
-    judges = [MetricJudge(spec) for spec in DEFAULT_METRIC_JUDGES]
-    scores = []
-    for i, prompt in enumerate(cfg.held_out_prompts):
-        enhanced = enhancer.enhance(prompt)
-        seed = cfg.held_out_seed + i
-        video = media.images_to_array(image_to_video(text_to_image(enhanced, seed), enhanced, seed))
-        cache = MetricCache()
-        for judge in judges:
-            judgement = judge.rank([video], float(profile.image_to_video.fps), enhanced,
-                                   HELD_OUT_CRITERION, metric_cache=cache)
-            scores.append(judgement.scores[0])
-    return float(np.mean(scores))
+    store = open_store(store_url)
+    fps = float(profile.image_to_video.fps)
+    scores, videos = [], []
+    for j in range(cfg.held_out_seeds):
+        for i, prompt in enumerate(cfg.held_out_prompts):
+            enhanced = enhancer.enhance(prompt)
+            seed, criterion = cfg.held_out_seed + i + 1000 * j, len(scores) % 10 + 1
+            video = media.images_to_array(image_to_video(text_to_image(enhanced, seed), enhanced,
+                                                         seed))
+            videos.append(save_video(store, video, fps, provenance(
+                "video", ctx.model_copy(update={"prompt": prompt, "enhanced_prompt": enhanced}),
+                seed, [text_to_image.model_ref, image_to_video.model_ref], stage="held-out",
+                criterion=criterion)).frames_key)
+            base = None
+            if tuned and any(spec.backend != "metrics" for spec in cfg.judges):
+                base = media.images_to_array(base_i2v(base_t2i(enhanced, seed), enhanced, seed))
+            cache = MetricCache()
+            scores.append(float(np.nanmean([
+                _judge_score(spec, judge, video, base, fps, enhanced, criterion, cache)
+                for spec, judge in zip(cfg.judges, judges)])))
+    mean, low, high = bootstrap_mean(scores)
+    return HeldOutScore(mean=mean, low=low, high=high, scores=scores,
+                        judges=[spec.name for spec in cfg.judges], videos=videos)
+
+
+def _judge_score(spec, judge, video: np.ndarray, base: np.ndarray | None, fps: float,
+                 prompt: str, criterion: int, cache) -> float:
+    """One judge's score in [0, 1] of ``video`` (see :func:`held_out_score`)."""
+    if spec.backend == "metrics":
+        scores = judge.rank([video], fps, prompt, criterion, metric_cache=cache).scores
+        return float(scores[0]) if scores else float("nan")
+    if base is None:
+        return 0.5
+    best = judge.rank([video, base], fps, prompt, criterion, metric_cache=cache).best
+    return 0.5 if best is None else float(best == 0)
 
 
 @task(name="write-report", **CACHED)
@@ -286,9 +336,12 @@ def plot_rounds(store_url: str, ctx: RunContext, reports: list[dict]) -> str:
 
     rounds = [r["round_id"] for r in reports]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    axes[0].plot(rounds, [r["held_out_before"] for r in reports], "o--", label="before")
-    axes[0].plot(rounds, [r["held_out_after"] for r in reports], "o-", label="after")
-    axes[0].set_title("held-out mean judge score")
+    for when, style in (("before", "o--"), ("after", "o-")):
+        means = [r[f"held_out_{when}"] for r in reports]
+        bounds = [r.get(f"held_out_{when}_ci") or [m, m] for r, m in zip(reports, means)]
+        errors = [[m - b[0] for m, b in zip(means, bounds)], [b[1] - m for m, b in zip(means, bounds)]]
+        axes[0].errorbar(rounds, means, yerr=errors, fmt=style, capsize=3, label=when)
+    axes[0].set_title("held-out judge score (95 % CI)")
     axes[0].legend()
     axes[1].bar(rounds, [r["agreement_rate"] for r in reports])
     axes[1].set_ylim(0, 1)

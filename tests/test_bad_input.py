@@ -92,9 +92,10 @@ def mora_home() -> Path:
     return home()
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
+def run_cli(argv: list[str], session_server: bool = False) -> tuple[int, str, str]:
     """``mora ARGV`` in this process: (exit code, stdout, stderr). An exception that escapes
-    ``main`` (a traceback for the user) fails the test with that exception."""
+    ``main`` (a traceback for the user) fails the test with that exception. With
+    ``session_server``, flows run on the session's Prefect server (no temporary one)."""
     from mora import cli
 
     # Not capsys: a log handler made during the call would keep capsys's stream, closed after
@@ -107,7 +108,7 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     try:
         # as in a user's shell without a Prefect server, whatever server earlier tests started
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
-                temporary_settings({PREFECT_API_URL: None}):
+                temporary_settings({} if session_server else {PREFECT_API_URL: None}):
             cli.main()
         code = 0
     except SystemExit as exc:
@@ -169,6 +170,15 @@ T2V = [
      "Face cache and HF_HUB_OFFLINE is set; fetch it on a connected machine with "
      "`huggingface-cli download stabilityai/stable-diffusion-3-medium-diffusers`"),
     (["t2v", "a cat", "--bogus"], "error: No such option: --bogus"),
+    (["t2v", "a cat", "--weights", "r1"], "error: weights must be round:<round id>, "
+                                          "store://<key>, latest or base, got 'r1'"),
+    (["t2v", "a cat", "--weights", "round:nope-r1"], "error: no training round 'nope-r1' in "
+                                                     "store"),
+    (["t2v", "a cat", "--weights", "latest"], "error: no trained weights in store"),
+    (["t2v", "a cat", "--weights", "store://checkpoints/none.safetensors"],
+     "error: no checkpoint store://checkpoints/none.safetensors in store"),
+    (["t2v", "a cat", "--weights", "store://../x.safetensors"], "error: weights "
+                                                                "store://../x.safetensors: has a"),
 ]
 
 I2V = [
@@ -199,6 +209,9 @@ I2V = [
     (["i2v", "ok.png", "--profile", "nope"], "error: unknown profile 'nope'"),
     (["i2v", "ok.png", "--profile", "sdxl-svd"], "error: model 'stabilityai/stable-diffusion-xl-"
                                                  "base-1.0' is not in the local Hugging Face"),
+    (["i2v", "ok.png", "--weights", "store://{key}"], "error: store://{key} is not fine-tuned "
+                                                      "weights (it is a input artifact)"),
+    (["i2v", "ok.png", "--weights", "round:nope"], "error: no training round 'nope' in store"),
 ]
 
 EXTEND = [
@@ -326,7 +339,13 @@ EVAL = [
     (["eval", "clip.mp4", "--task", "nope"], "error: --task must be one of"),
     (["eval", *["clip.mp4"] * 1001], "error: at most 1000 videos at a time, got 1001"),
     (["eval", "store://../x.mp4"], "error: video 'store://../x.mp4' is not a valid store key"),
-    (["eval"], "error: Missing argument 'VIDEO"),
+    (["eval"], "error: give VIDEOs to evaluate or --weights"),
+    (["eval", "clip.mp4", "--weights", "latest"], "error: give VIDEOs to evaluate or --weights, "
+                                                  "not both"),
+    (["eval", "--weights", "latest"], "error: no trained weights in store"),
+    (["eval", "--weights", "round:x", "--seeds", "0"], "error: --seeds must be between 1 and 32"),
+    (["eval", "--weights", "nope"], "error: weights must be round:<round id>"),
+    (["eval", "--weights", "latest", "--config", "nope"], "error: unknown training config 'nope'"),
 ]
 
 REVIEW = [
@@ -350,6 +369,8 @@ MODELS = [
     (["models", "list", "extra"], "error: Got unexpected extra argument"),
     (["models", "build-tiny", "--force", "yes"], "error: Got unexpected extra argument"),
     (["models", "build-tiny", "--bogus"], "error: No such option: --bogus"),
+    (["models", "list", "--store", "ftp://host/x"], "error: store URL 'ftp://host/x' does not "
+                                                   "parse"),
 ]
 
 SOP_COMMANDS = {  # a valid call of each SOP command, to give the bad stores to
@@ -519,6 +540,8 @@ COMMON_BAD = [  # for every SOP flow: (parameter, value, the start of pydantic's
     ("review", {"mode": "later"}, "review.mode: Input should be 'auto' or 'ask'"),
     ("review", {"max_tries": 0}, "review.max_tries: Input should be greater than or equal to 1"),
     ("review", {"timeout_s": 10**9}, "review.timeout_s: Input should be less than or equal"),
+    ("weights", "r1", "weights: String should match pattern"),
+    ("weights", "round:../x", "weights: String should match pattern"),
 ]
 
 FLOW_BAD = {

@@ -28,7 +28,7 @@ SMALL = {
                  "learning_rate": 0.001, "batch_size": 2, "gradient_checkpointing": False,
                  "mixed_precision": "no", "max_steps": 4, "checkpoint_every": 2, "ema": True,
                  "ema_decay": 0.9},
-    "held_out_prompts": ["a red fox running through fresh snow"],
+    "held_out_prompts": ["a red fox running through fresh snow"], "held_out_seeds": 2,
 }
 
 
@@ -49,10 +49,12 @@ class ScriptedJudges(BaseHTTPRequestHandler):
 
     script: dict[str, list[str]] = {}
     requests: list[dict] = []
+    routes: list[tuple[str, str | None]] = []  # (path, Authorization header) of each request
 
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         ScriptedJudges.requests.append(body)
+        ScriptedJudges.routes.append((self.path, self.headers.get("Authorization")))
         answer = ScriptedJudges.script[body["model"]].pop(0)
         data = json.dumps({"choices": [{"message": {"role": "assistant",
                                                     "content": answer}}]}).encode()
@@ -71,6 +73,7 @@ def judges_endpoint():
     server = HTTPServer(("127.0.0.1", 0), ScriptedJudges)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     ScriptedJudges.requests.clear()
+    ScriptedJudges.routes.clear()
     yield f"http://127.0.0.1:{server.server_port}/v1"
     server.shutdown()
 
@@ -87,6 +90,10 @@ def test_round_accepts_escalates_to_a_human_and_discards(tmp_path, local_store, 
         "judge-a": ["Ranking: 1 > 2", "Ranking: 1 > 2", "Ranking: 2 > 1"],
         "judge-b": ["[1, 2]", "Video 2, Video 1", "I like them both"],
     }
+    # The held-out score after the round: 2 samples (1 prompt × 2 seeds), each fine-tuned
+    # sample ranked against the base weights' one by both judges.
+    ScriptedJudges.script["judge-a"] += ["Ranking: 1 > 2"] * 2
+    ScriptedJudges.script["judge-b"] += ["Ranking: 2 > 1", "no idea"]
     config = write_config(tmp_path, prompts=3, judges=scripted(judges_endpoint))
     outcome = {}
 
@@ -112,6 +119,10 @@ def test_round_accepts_escalates_to_a_human_and_discards(tmp_path, local_store, 
     report = result.report
     assert (report["accepted"], report["human_picks"], report["discards"]) == (2, 1, 1)
     assert report["escalations"] == 2 and report["agreement_rate"] == pytest.approx(1 / 3)
+    # Rank-only judges score the base weights 0.5 (no calls) and the fine-tuned samples by
+    # preference: per sample the mean of judge A (1) and judge B (0, then no answer: 0.5).
+    assert report["held_out_before"] == 0.5
+    assert report["held_out_after_scores"] == [0.5, 0.75]
 
     rows = read_dataset(local_store, result.dataset_key)
     assert list(rows["decision"]) == ["accepted", "human"] and list(rows["chosen"]) == [0, 1]
