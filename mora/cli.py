@@ -458,7 +458,7 @@ def worker(
 
 @app.command("eval")
 def eval_cmd(
-    videos: Optional[list[str]] = typer.Argument(None, metavar="[VIDEO]...",
+    videos: Optional[list[str]] = typer.Argument(None, metavar="VIDEO",
                                                  help=f"the videos to evaluate: each "
                                                  f"{_SOURCE_HELP} (or --weights instead)"),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="the prompt the videos were made "
