@@ -65,6 +65,9 @@ class TrainingConfig(BaseModel):
     unattended: Literal["discard", "judge_a"] = Field(
         default="discard", description="when judges disagree and nobody reviews: drop the set, "
         "or take judge A's pick")
+    selection: Literal["judges", "random"] = Field(
+        default="judges", description="judges: the paper's selection; random: a seeded random "
+        "candidate per set, the control arm of benchmarks/bench_learning.py")
     finetune: FinetuneSpec
     sampling: SamplingSpec = SamplingSpec()
     held_out_prompts: list[str] = Field(min_length=1, max_length=64,

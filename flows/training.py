@@ -58,7 +58,11 @@ class TrainResult(BaseModel):
 def decide(cfg: TrainingConfig, store_url: str, ctx: RunContext, cset: CandidateSet, vote: Vote,
            policy: ReviewPolicy) -> Decision:
     """Judges agree: accept. They differ: a human picks or rejects (paper A.6), or, unattended,
-    the configured rule. Cached, so a resumed round does not ask again."""
+    the configured rule. Cached, so a resumed round does not ask again. With ``selection:
+    random`` (the control of benchmarks/bench_learning.py) a seeded random candidate instead."""
+    if cfg.selection == "random":
+        draw = random.Random("random-pick/" + ",".join(str(c.seed) for c in cset.candidates))
+        return Decision(outcome="random", chosen=draw.randrange(len(cset.candidates)))
     if vote.agreed is not None:
         return Decision(outcome="accepted", chosen=vote.agreed)
     if policy.mode == "ask":

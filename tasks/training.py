@@ -51,7 +51,7 @@ class Vote(BaseModel, frozen=True):
 
 
 class Decision(BaseModel, frozen=True):
-    outcome: Literal["accepted", "human", "unattended", "discarded"]
+    outcome: Literal["accepted", "human", "unattended", "discarded", "random"]
     chosen: int | None
 
 

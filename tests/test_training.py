@@ -258,3 +258,29 @@ def test_scheduled_round_continues_from_the_newest_round(tmp_path, local_store):
     assert nightly.round_id.startswith("sched-") and nightly.step == manual.step + 4
     assert set(nightly.report["prompts"]).isdisjoint(manual.report["prompts"])
     assert nightly.report["held_out_before"] == pytest.approx(manual.report["held_out_after"])
+
+
+def test_random_selection_control_ignores_the_judges(tmp_path):
+    """benchmarks/bench_learning.py's control arm: a seeded random candidate, whatever the vote."""
+    from flows.training import decide
+    from tasks.artifacts import RunContext, VideoArtifact
+    from tasks.training import Candidate, CandidateSet, Vote
+
+    from configs import load_training_config
+
+    cfg = load_training_config(write_config(tmp_path, selection="random"))
+    video = VideoArtifact(frames_key="v.npz", mp4_key="v.mp4", num_frames=9, height=64,
+                          width=64, fps=8.0)
+    picks = set()
+    for seeds in ([1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]):
+        cset = CandidateSet(prompt_index=0, prompt="p", enhanced_prompt="p", candidates=[
+            Candidate(index=i, seed=s, first_frame_key="f.png", video=video)
+            for i, s in enumerate(seeds)])
+        vote = Vote(criterion_id=1, criterion="c", judgements=[], agreed=0)
+        decision = decide.fn(cfg, "store", RunContext(sop="training", profile="tiny-wan"), cset,
+                             vote, ReviewPolicy())
+        assert decision.outcome == "random" and decision == decide.fn(
+            cfg, "store", RunContext(sop="training", profile="tiny-wan"), cset, vote,
+            ReviewPolicy())
+        picks.add(decision.chosen)
+    assert len(picks) > 1  # not always the judges' (or any fixed) candidate
