@@ -35,7 +35,8 @@ SOPS = {
 
 
 TRAINING = {"train-round": "flows.training:scheduled_round",
-            "sample-candidates": "flows.sampling:sample_prompts"}
+            "sample-candidates": "flows.sampling:sample_prompts",
+            "evaluate-weights": "flows.evaluate:evaluate_weights"}
 
 
 def _deployments() -> dict[str, dict]:
