@@ -11,7 +11,9 @@ import typer
 from rich.console import Console
 
 from mora.cli_review import review_app, run_with_terminal_review
+from mora.cli_server import server_app
 from mora.errors import MoraError
+from mora.local_server import use_running_server
 from mora.settings import default_profile
 
 app = typer.Typer(help="Mora: multi-agent video generation as Prefect workflows.",
@@ -20,6 +22,7 @@ models_app = typer.Typer(help="The offline tiny model zoo and the models profile
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(review_app, name="review")
+app.add_typer(server_app, name="server")
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -150,6 +153,9 @@ def _local_run(start):
             return start()
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+        from mora.local_server import start_temporary_server
+
+        start_temporary_server()  # dies with this process, however it dies
         with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             return start()
 
@@ -577,7 +583,10 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     click = _click_exceptions()
     try:
-        app(standalone_mode=False)
+        use_running_server()  # `mora server start`'s, unless PREFECT_API_URL names another
+        code = app(standalone_mode=False)  # a `typer.Exit(n)` comes back as n
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except MoraError as exc:
         _fail(str(exc), 2)
     except click.ClickException as exc:
