@@ -166,7 +166,9 @@ def _run_flow(start, what: str, policy):
     """Run a flow call; with review=ask, answer its pauses on this terminal."""
     start = _local_run(start)
     if policy.mode == "auto":
-        with console.status(f"{what}…"):
+        from mora.cli_progress import step_bars
+
+        with step_bars(console, what):
             return start()
     import uuid
 

@@ -48,9 +48,12 @@ def on_gpu(fn):
     def guarded(*args, **kwargs):
         from contextlib import ExitStack
 
+        from agents.progress import listening
         from mora.settings import gpu_concurrency_limit
+        from tasks.report import StepProgress
 
         with ExitStack() as slot:
+            slot.enter_context(listening(StepProgress()))
             if name := gpu_concurrency_limit():
                 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
                 from prefect.concurrency.sync import concurrency
