@@ -429,20 +429,23 @@ def ablate(
 def worker(
     limit: int = typer.Option(1, "--limit", help="tasks run at once (1 per GPU)"),
 ) -> None:
-    """Serve a training round's sampling tasks (config `sampling.engine: task-workers`) until
-    stopped; models stay loaded from one round to the next. Start one per GPU, each with its
-    own CUDA_VISIBLE_DEVICES, against a Prefect server (PREFECT_API_URL)."""
+    """Serve GPU tasks until stopped: the SOP flows' (deployed runs with
+    MORA_GPU_TASKS=task-workers) and a training round's sampling (config `sampling.engine:
+    task-workers`); models stay loaded from one run to the next. Start one per GPU, each with its
+    own CUDA_VISIBLE_DEVICES, against a Prefect server (`mora server start` or PREFECT_API_URL)."""
     if not 1 <= limit <= 64:
         raise MoraError(f"--limit must be between 1 and 64, got {limit}")
     if not os.environ.get("PREFECT_API_URL"):
         raise MoraError("mora worker needs a Prefect server: set PREFECT_API_URL")
     from prefect.task_worker import serve
 
+    from tasks.generate import SOP_GPU_TASKS
     from tasks.training import sample_candidates
 
-    out.print(f"serving sample-candidates (limit {limit}, CUDA_VISIBLE_DEVICES="
-              f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')})")
-    serve(sample_candidates, limit=limit)
+    tasks = [*SOP_GPU_TASKS, sample_candidates]
+    out.print(f"serving {', '.join(t.name for t in tasks)} (limit {limit}, "
+              f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')})")
+    serve(*tasks, limit=limit)
 
 
 @app.command("eval")
