@@ -1,7 +1,8 @@
-"""Step progress costs the steps nothing measurable: warm tiny pipeline calls with nobody
-listening (no callback passed at all), with the CLI's bars listening, and with the run page's
-throttled progress artifact listening as well (its API calls happen at most once a second per
-stage, so a tiny call makes none; the figure is the per-step bookkeeping).
+"""What step progress costs the steps: warm tiny pipeline calls with nobody listening (no
+callback passed at all), under the CLI's former spinner (a redraw thread, no callback), with the
+CLI's bars listening, and with the run page's throttled progress artifact listening as well (its
+API calls happen at most once a second per stage, so a tiny call makes none; the figure is the
+per-step bookkeeping).
 
     .venv/bin/python benchmarks/bench_step_progress.py --reps 20
 """
@@ -46,6 +47,9 @@ def main() -> None:
     def nobody():
         return contextlib.nullcontext()
 
+    def spinner():  # what the CLI showed before: a status line, redrawn by its own thread
+        return Console(file=io.StringIO(), force_terminal=True).status("bench…")
+
     def bars():
         return step_bars(Console(file=io.StringIO(), force_terminal=True), "bench")
 
@@ -54,7 +58,8 @@ def main() -> None:
         with bars(), listening(StepProgress()):
             yield
 
-    variants = {"no listener": nobody, "CLI bars": bars, "CLI bars + run page": bars_and_artifact}
+    variants = {"no listener": nobody, "CLI spinner (before)": spinner, "CLI bars": bars,
+                "CLI bars + run page": bars_and_artifact}
     for name, call in calls.items():
         times = {v: [] for v in variants}
         for rep in range(opts.reps):  # interleaved, so load changes hit every variant alike

@@ -147,15 +147,18 @@ def _local_run(start):
 
     Heartbeats let a long-lived server notice crashed runs; the temporary server of a local run
     dies with this process, and the heartbeat thread costs up to a second at every flow's end
-    (Prefect joins it while it sleeps in 1 s steps)."""
+    (Prefect joins it while it sleeps in 1 s steps). Call this in the main thread: it starts
+    that temporary server, which ends when the thread that started it ends (the flow itself may
+    run in another thread, see mora/cli_review.py)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return start
+    from mora.local_server import start_temporary_server
+
+    start_temporary_server()  # dies with this process, however it dies
+
     def run():
-        if os.environ.get("PREFECT_API_URL"):
-            return start()
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-        from mora.local_server import start_temporary_server
-
-        start_temporary_server()  # dies with this process, however it dies
         with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             return start()
 

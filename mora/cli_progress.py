@@ -17,7 +17,8 @@ def step_bars(console: Console, what: str) -> Iterator[None]:
     from agents.progress import listening
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                        refresh_per_second=4)  # the redraw thread competes with the steps
     bars: dict[str, int] = {}  # stage → calls so far
     current: list = [None, None, 0]  # the call under way: its bar, stage, last step
 

@@ -38,6 +38,7 @@ def pytest_sessionfinish(session, exitstatus):
     if leftovers:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
+            reporter.write("\n")  # after the progress line's "[100%]"
             reporter.write_line("processes the tests started outlived them (now ended):",
                                 red=True)
             for line in leftovers:
