@@ -89,6 +89,11 @@ class PipelineAgent:
         args.update(semantic)
         args = {k: v for k, v in args.items() if v is not None and k in self.accepted}
         args.update(spec.call_kwargs)
+        if "callback_on_step_end" in self.accepted:
+            from agents.progress import stage_name, step_callback
+
+            if callback := step_callback(stage_name(self), int(spec.steps)):
+                args["callback_on_step_end"] = callback
         return args
 
     def run(self, seed: int, **semantic: Any) -> Any:

@@ -11,7 +11,9 @@ import typer
 from rich.console import Console
 
 from mora.cli_review import review_app, run_with_terminal_review
+from mora.cli_server import server_app
 from mora.errors import MoraError
+from mora.local_server import use_running_server
 from mora.settings import default_profile
 
 app = typer.Typer(help="Mora: multi-agent video generation as Prefect workflows.",
@@ -20,6 +22,7 @@ models_app = typer.Typer(help="The offline tiny model zoo and the models profile
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(review_app, name="review")
+app.add_typer(server_app, name="server")
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -155,10 +158,16 @@ def _local_run(start):
 
     Heartbeats let a long-lived server notice crashed runs; the temporary server of a local run
     dies with this process, and the heartbeat thread costs up to a second at every flow's end
-    (Prefect joins it while it sleeps in 1 s steps)."""
+    (Prefect joins it while it sleeps in 1 s steps). Call this in the main thread: it starts
+    that temporary server, which ends when the thread that started it ends (the flow itself may
+    run in another thread, see mora/cli_review.py)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return start
+    from mora.local_server import start_temporary_server
+
+    start_temporary_server()  # dies with this process, however it dies
+
     def run():
-        if os.environ.get("PREFECT_API_URL"):
-            return start()
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
         with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
@@ -171,7 +180,9 @@ def _run_flow(start, what: str, policy):
     """Run a flow call; with review=ask, answer its pauses on this terminal."""
     start = _local_run(start)
     if policy.mode == "auto":
-        with console.status(f"{what}…"):
+        from mora.cli_progress import step_bars
+
+        with step_bars(console, what):
             return start()
     import uuid
 
@@ -440,20 +451,23 @@ def ablate(
 def worker(
     limit: int = typer.Option(1, "--limit", help="tasks run at once (1 per GPU)"),
 ) -> None:
-    """Serve a training round's sampling tasks (config `sampling.engine: task-workers`) until
-    stopped; models stay loaded from one round to the next. Start one per GPU, each with its
-    own CUDA_VISIBLE_DEVICES, against a Prefect server (PREFECT_API_URL)."""
+    """Serve GPU tasks until stopped: the SOP flows' (deployed runs with
+    MORA_GPU_TASKS=task-workers) and a training round's sampling (config `sampling.engine:
+    task-workers`); models stay loaded from one run to the next. Start one per GPU, each with its
+    own CUDA_VISIBLE_DEVICES, against a Prefect server (`mora server start` or PREFECT_API_URL)."""
     if not 1 <= limit <= 64:
         raise MoraError(f"--limit must be between 1 and 64, got {limit}")
     if not os.environ.get("PREFECT_API_URL"):
         raise MoraError("mora worker needs a Prefect server: set PREFECT_API_URL")
     from prefect.task_worker import serve
 
+    from tasks.generate import SOP_GPU_TASKS
     from tasks.training import sample_candidates
 
-    out.print(f"serving sample-candidates (limit {limit}, CUDA_VISIBLE_DEVICES="
-              f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')})")
-    serve(sample_candidates, limit=limit)
+    tasks = [*SOP_GPU_TASKS, sample_candidates]
+    out.print(f"serving {', '.join(t.name for t in tasks)} (limit {limit}, "
+              f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')})")
+    serve(*tasks, limit=limit)
 
 
 @app.command("eval")
@@ -674,7 +688,10 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     click = _click_exceptions()
     try:
-        app(standalone_mode=False)
+        use_running_server()  # `mora server start`'s, unless PREFECT_API_URL names another
+        code = app(standalone_mode=False)  # a `typer.Exit(n)` comes back as n
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except MoraError as exc:
         _fail(str(exc), 2)
     except click.ClickException as exc:

@@ -23,7 +23,40 @@ def default_profile() -> str:
 
 def model_budget_bytes() -> int | None:
     """``MORA_MODEL_BUDGET_GB``: memory the process-wide model cache may hold (unset: no limit)."""
-    raw = os.environ.get("MORA_MODEL_BUDGET_GB", "").strip()
+    value = _positive_number("MORA_MODEL_BUDGET_GB", "GB")
+    if value is None:
+        return None
+    return int(value * 1024**3)
+
+
+def gpu_concurrency_limit() -> str | None:
+    """``MORA_GPU_LIMIT``: the Prefect global concurrency limit every GPU task takes a slot of
+    (set per worker, e.g. ``gpu-0``; unset: no guard, as in a local ``mora`` run)."""
+    return os.environ.get("MORA_GPU_LIMIT", "").strip() or None
+
+
+def gpu_tasks_engine() -> str:
+    """``MORA_GPU_TASKS``: where a flow's GPU tasks run: ``inline`` (default, in the flow's own
+    process) or ``task-workers`` (handed to long-lived ``mora worker`` processes that keep the
+    models loaded across flow runs)."""
+    value = os.environ.get("MORA_GPU_TASKS", "").strip() or "inline"
+    if value not in ("inline", "task-workers"):
+        from mora.errors import MoraError
+
+        raise MoraError(f"MORA_GPU_TASKS must be inline or task-workers, got {value!r}")
+    return value
+
+
+def gpu_task_timeout_s() -> float:
+    """``MORA_GPU_TASK_TIMEOUT_S``: how long a flow waits for a ``mora worker`` to finish a GPU
+    task before handing it out again (a worker that died mid-task never reports back)."""
+    value = _positive_number("MORA_GPU_TASK_TIMEOUT_S", "seconds")
+    return 3600.0 if value is None else value
+
+
+def _positive_number(name: str, unit: str) -> float | None:
+    """The environment variable ``name`` as a positive finite number (unset or empty: None)."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     try:
@@ -33,11 +66,5 @@ def model_budget_bytes() -> int | None:
     if not 0 < value < float("inf"):
         from mora.errors import MoraError
 
-        raise MoraError(f"MORA_MODEL_BUDGET_GB must be a positive number of GB, got {raw!r}")
-    return int(value * 1024**3)
-
-
-def gpu_concurrency_limit() -> str | None:
-    """``MORA_GPU_LIMIT``: the Prefect global concurrency limit every GPU task takes a slot of
-    (set per worker, e.g. ``gpu-0``; unset: no guard, as in a local ``mora`` run)."""
-    return os.environ.get("MORA_GPU_LIMIT", "").strip() or None
+        raise MoraError(f"{name} must be a positive number of {unit}, got {raw!r}")
+    return value

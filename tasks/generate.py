@@ -49,9 +49,12 @@ def on_gpu(fn):
     def guarded(*args, **kwargs):
         from contextlib import ExitStack
 
+        from agents.progress import listening
         from mora.settings import gpu_concurrency_limit
+        from tasks.report import StepProgress
 
         with ExitStack() as slot:
+            slot.enter_context(listening(StepProgress()))
             if name := gpu_concurrency_limit():
                 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
                 from prefect.concurrency.sync import concurrency
@@ -67,6 +70,38 @@ def on_gpu(fn):
     return guarded
 
 
+class GpuTask:
+    """A GPU task as the flows call it: run here, or (``MORA_GPU_TASKS=task-workers``) handed
+    to a long-lived ``mora worker`` process through Prefect's background tasks (``.delay()``),
+    where the models stay loaded from one flow run to the next.
+
+    The flow waits for the result (a persisted task result, read back from the shared result
+    storage). A worker that dies mid-task never reports back: after ``MORA_GPU_TASK_TIMEOUT_S``
+    the task is handed out once more, to whichever worker is free (a finished one comes back
+    from the task cache); a review pause stays in the flow's own process."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def __call__(self, *args, **kwargs):
+        from mora.settings import gpu_task_timeout_s, gpu_tasks_engine
+
+        if gpu_tasks_engine() == "inline":
+            return self.task(*args, **kwargs)
+        timeout = gpu_task_timeout_s()
+        for attempt in (1, 2):
+            future = self.task.delay(*args, **kwargs)
+            future.wait(timeout=timeout)
+            if future.state.is_final():
+                return future.result()
+        raise MoraError(f"no mora worker finished task {self.task.name} within {timeout:g} s "
+                        "(twice): start one per GPU with `mora worker`, or raise "
+                        "MORA_GPU_TASK_TIMEOUT_S")
+
+
 @task(name="enhance-prompt", retries=2, retry_delay_seconds=5,
       retry_condition_fn=_transient, **CACHED)
 def enhance_prompt(profile: Profile, prompt: str) -> str:
@@ -75,7 +110,7 @@ def enhance_prompt(profile: Profile, prompt: str) -> str:
 
 @task(name="text-to-image", **ON_GPU)
 @on_gpu
-def text_to_image(profile: Profile, store_url: str, ctx: RunContext, seed: int) -> str:
+def _text_to_image(profile: Profile, store_url: str, ctx: RunContext, seed: int) -> str:
     agent = agents_with_weights(profile, store_url).text_to_image
     image = agent(ctx.enhanced_prompt or ctx.prompt, seed)
     store = open_store(store_url)
@@ -85,7 +120,7 @@ def text_to_image(profile: Profile, store_url: str, ctx: RunContext, seed: int) 
 
 @task(name="image-to-image", **ON_GPU)
 @on_gpu
-def image_to_image(profile: Profile, store_url: str, ctx: RunContext, image_key: str,
+def _image_to_image(profile: Profile, store_url: str, ctx: RunContext, image_key: str,
                    instruction: str, seed: int) -> str:
     agent = agents_for(profile).image_to_image
     store = open_store(store_url)
@@ -97,7 +132,7 @@ def image_to_image(profile: Profile, store_url: str, ctx: RunContext, image_key:
 
 @task(name="image-to-video", **ON_GPU)
 @on_gpu
-def image_to_video(profile: Profile, store_url: str, ctx: RunContext, image_key: str,
+def _image_to_video(profile: Profile, store_url: str, ctx: RunContext, image_key: str,
                    seed: int, segment: int = 0) -> VideoArtifact:
     agent = agents_with_weights(profile, store_url).image_to_video
     store = open_store(store_url)
@@ -105,6 +140,10 @@ def image_to_video(profile: Profile, store_url: str, ctx: RunContext, image_key:
     return save_video(store, media.images_to_array(frames), float(profile.image_to_video.fps),
                       provenance("video", ctx, seed, [agent.model_ref], [image_key],
                                  stage="clip", segment=segment))
+
+
+text_to_image, image_to_image = GpuTask(_text_to_image), GpuTask(_image_to_image)
+image_to_video = GpuTask(_image_to_video)
 
 
 @task(name="last-frame", **CACHED)
@@ -138,7 +177,7 @@ def first_frame(profile: Profile, store_url: str, ctx: RunContext, video: VideoA
 
 @task(name="connect", **ON_GPU)
 @on_gpu
-def connect(profile: Profile, store_url: str, ctx: RunContext, before: VideoArtifact,
+def _connect(profile: Profile, store_url: str, ctx: RunContext, before: VideoArtifact,
             after: VideoArtifact, seed: int) -> VideoArtifact:
     """A transition clip from ``before``'s last frame to ``after``'s first (video connector)."""
     agent = agents_for(profile).connector
@@ -149,6 +188,11 @@ def connect(profile: Profile, store_url: str, ctx: RunContext, before: VideoArti
     return save_video(store, media.images_to_array(frames), float(profile.connector.fps),
                       provenance("video", ctx, seed, [agent.model_ref],
                                  [before.frames_key, after.frames_key], stage="transition"))
+
+
+connect = GpuTask(_connect)
+# What `mora worker` serves for the SOP flows (tasks/training.py adds the training loop's).
+SOP_GPU_TASKS = [t.task for t in (text_to_image, image_to_image, image_to_video, connect)]
 
 
 @task(name="seam-drift", **CACHED)

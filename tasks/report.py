@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prefect import task
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact,
                                update_progress_artifact)
@@ -52,6 +54,36 @@ def publish_result(store_url: str, ctx: RunContext, video: VideoArtifact, previe
     create_markdown_artifact(markdown=markdown, key=f"{ctx.sop}-result",
                              description=f"{ctx.sop} output")
     return markdown
+
+
+STEP_PROGRESS_EVERY_S = 1.0
+
+
+class StepProgress:
+    """Denoising-step progress of a task's pipeline calls on the run page: a progress artifact
+    per stage, created once the stage has run ``every`` seconds and updated at most every
+    ``every`` seconds (an API call each), so short stages cost no call at all."""
+
+    def __init__(self, every: float | None = None):
+        self.every = STEP_PROGRESS_EVERY_S if every is None else every
+        self.stage: str | None = None
+        self.artifact_id = None
+        self.started = self.shown = 0.0
+
+    def __call__(self, stage: str, step: int, total: int) -> None:
+        now = time.monotonic()
+        if stage != self.stage:  # a new pipeline call
+            self.stage, self.artifact_id, self.started = stage, None, now
+        if now - max(self.started, self.shown) < self.every:
+            return
+        self.shown = now
+        description = f"{stage}: denoising step {step} of {total}"
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(progress=100.0 * step / total,
+                                                        description=description)
+        else:
+            update_progress_artifact(self.artifact_id, progress=100.0 * step / total,
+                                     description=description)
 
 
 class SegmentProgress:

@@ -27,6 +27,25 @@ os.environ.pop("MORA_STORE", None)
 from tests.s3server import s3_server, s3_store_url  # noqa: E402,F401  (re-exported fixtures)
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """The suite fails if any process it started outlives it (after the session fixtures, the
+    Prefect test server included, were torn down). Every process the tests start inherits this
+    session's folder in its environment (MORA_HOME, PREFECT_HOME), which is how they are found;
+    each is reported, then ended."""
+    from tests.prefect_server import processes_with_env, stop_leftovers
+
+    leftovers = stop_leftovers(processes_with_env(str(_SESSION_DIR)))
+    if leftovers:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write("\n")  # after the progress line's "[100%]"
+            reporter.write_line("processes the tests started outlived them (now ended):",
+                                red=True)
+            for line in leftovers:
+                reporter.write_line(f"  {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """One temporary Prefect server for the whole session."""

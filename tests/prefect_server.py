@@ -225,11 +225,18 @@ class PrefectServer:
                 problems.append(str(exc))
         self.workers.clear()
         self.proc = None
-        for pid in self.leftover_pids():
-            problems.append(f"leftover process {pid}: {_cmdline(pid)}")
-            _terminate_pid(pid, timeout)
+        problems += stop_leftovers(self.leftover_pids(), timeout)
         problems += [f"still running after SIGKILL: {pid}" for pid in self.leftover_pids()]
         return problems
+
+
+def stop_leftovers(pids: list[int], timeout: float = 15.0) -> list[str]:
+    """End each of ``pids`` (SIGTERM, then SIGKILL); one line per process, naming it."""
+    problems = []
+    for pid in pids:
+        problems.append(f"leftover process {pid}: {_cmdline(pid)}")
+        _terminate_pid(pid, timeout)
+    return problems
 
 
 def _cmdline(pid: int) -> str:

@@ -364,6 +364,16 @@ REVIEW = [
     (["review", "nope"], "error: No such command 'nope'"),
 ]
 
+SERVER = [  # each refused before anything is started or written
+    (["server", "start", "--host", "0.0.0.0"], "error: --host 0.0.0.0 serves beyond this "
+                                               "machine"),
+    (["server", "start", "--host", "::"], "error: --host :: serves beyond this machine"),
+    (["server", "start", "--port", "0"], "error: --port must be between 1 and 65535"),
+    (["server", "start", "--port", "70000"], "error: --port must be between 1 and 65535"),
+    (["server", "start", "--port", "x"], "error: Invalid value for '--port'"),
+    (["server", "nope"], "error: No such command 'nope'"),
+]
+
 MODELS = [
     (["models", "nonsense"], "error: No such command 'nonsense'"),
     (["models", "list", "extra"], "error: Got unexpected extra argument"),
@@ -383,7 +393,7 @@ SOP_COMMANDS = {  # a valid call of each SOP command, to give the bad stores to
 TABLE = {
     "t2v": T2V, "i2v": I2V, "extend": EXTEND, "edit": EDIT, "connect": CONNECT,
     "digital-world": DIGITAL_WORLD, "train": TRAIN, "ablate": ABLATE, "eval": EVAL,
-    "review": REVIEW, "models": MODELS, "worker": WORKER,
+    "review": REVIEW, "models": MODELS, "worker": WORKER, "server": SERVER,
 }
 for _command, _argv in SOP_COMMANDS.items():
     TABLE[_command] = TABLE[_command] + [([*_argv, "--store", url], message)
@@ -407,7 +417,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_changes_nothing(argv, message, wor
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     argv = [a.replace("{key}", key) for a in argv]
     message = message.replace("{key}", key)
-    if argv[0] not in ("review", "models", "worker") and "--store" not in argv and len(argv) > 1:
+    if argv[0] not in ("review", "models", "worker", "server") and "--store" not in argv and len(argv) > 1:
         argv = [*argv, "--store", "store"]
     assert_refused(argv, message, [folder, mora_home()])
 

@@ -1,0 +1,83 @@
+"""Resident models for deployed runs: the SOP flows run on a process worker as before, while their
+GPU tasks go to a long-lived `mora worker` (MORA_GPU_TASKS=task-workers) that loads each model
+once for every run; a replacement worker takes over when one is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from storage import open_store
+
+pytestmark = pytest.mark.integration
+WORKER_READY = "Subscribing to runs of task(s)"
+
+
+def _start_task_worker(server, name: str):
+    proc = server.start_process(name, [sys.executable, "-m", "mora.cli", "worker"],
+                                extra_env={"CUDA_VISIBLE_DEVICES": "0"})
+    deadline = time.monotonic() + 120
+    while WORKER_READY not in proc.tail(200):
+        assert time.monotonic() < deadline and proc.alive(), proc.tail()
+        time.sleep(0.3)
+    return proc
+
+
+def _made_by(store: str, flow_run_id: str) -> list[tuple[str, int]]:
+    """(pid, models loaded in that process) of every model-made artifact of one run."""
+    opened = open_store(store)
+    rows = []
+    for key in opened.list(""):
+        if key.endswith(".prov.json"):
+            continue
+        prov = opened.read_provenance(key)
+        if prov.flow_run_id == flow_run_id and "worker" in prov.params:
+            rows.append((prov.params["worker"]["pid"], prov.params["worker"]["model_loads"]))
+    return rows
+
+
+@pytest.mark.timeout(600)
+def test_deployed_runs_reuse_a_task_workers_models(real_server, tiny_zoo, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    server = real_server.start(timeout=120)
+    server.cli("work-pool", "create", "gpu", "--type", "process")
+    flow_worker = server.start_worker("gpu", extra_env={
+        "MORA_GPU_TASKS": "task-workers", "MORA_GPU_TASK_TIMEOUT_S": "120"})
+    server.cli("deploy", "--name", "text-to-video")
+    first = _start_task_worker(server, "mora-worker-a")
+    store = str(tmp_path / "store")
+
+    def run(seed: int):
+        with server.api_settings():
+            flow_run = run_deployment(name="text-to-video/text-to-video", timeout=240,
+                                      parameters={"prompt": "a koi pond", "store": store,
+                                                  "seed": seed, "segments": 2})
+            with get_client(sync_client=True) as client:
+                flow_run = client.read_flow_run(flow_run.id)
+        logs = "\n".join(f"--- {p.name}\n{p.tail(40)}" for p in server.workers)
+        assert flow_run.state.is_completed(), f"{flow_run.state!r}\n{logs}"
+        made = _made_by(store, str(flow_run.id))
+        assert len(made) == 1 + 2 * 2, made  # the first frame; two clips (frames + mp4 each)
+        return made
+
+    runs = [run(seed) for seed in (1, 2, 3)]
+    pids = {pid for made in runs for pid, _ in made}
+    assert pids == {str(first.pid)}, (pids, first.pid)  # not the flow-run processes
+    loaded = max(loads for _, loads in runs[0])
+    assert loaded >= 2  # text-to-image and image-to-video models, loaded in the first run
+    assert all(loads == loaded for made in runs[1:] for _, loads in made), runs
+
+    # Kill the worker between runs: a new one takes the next run's tasks.
+    os.killpg(first.pid, signal.SIGKILL)
+    first.popen.wait(10)
+    second = _start_task_worker(server, "mora-worker-b")
+    made = run(4)
+    assert {pid for pid, _ in made} == {str(second.pid)}
+    assert flow_worker.alive(), flow_worker.tail()
+    assert server.stop() == []
