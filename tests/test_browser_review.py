@@ -241,16 +241,13 @@ def test_review_form_in_the_prefect_ui_resumes_the_run(ui_server, page, start_t2
     expect(dialog.get_by_text("Instruction (Optional)")).to_be_visible()
     expect(dialog.get_by_role("button", name="str", exact=True)).to_have_count(0)
 
-    # Input the schema forbids (instruction over max_length=2000): the form refuses it itself.
+    # Input the schema forbids (instruction over max_length=2000): refused, the run stays paused.
     type_instruction(dialog, "x" * 2001)
-    resumes: list[str] = []
-    page.on("request", lambda r: resumes.append(r.url) if r.url.endswith("/resume") else None)
-    dialog.get_by_role("button", name="Submit", exact=True).click()
-    expect(dialog.get_by_text("at most 2000 characters").or_(
-        dialog.get_by_text("is not valid")).first).to_be_visible()
+    assert submit(page, dialog)["status"] != "ACCEPT"
+    expect(page.get_by_text("is too long").first).to_be_visible()
     page.screenshot(path=str(tmp_path / "review-form-refused.png"), animations="disabled")
     page.wait_for_timeout(2500)  # > the run's 1 s poll interval
-    assert resumes == [] and run_state(ui_server, run_id) == "Paused" and proc.alive()
+    assert run_state(ui_server, run_id) == "Paused" and proc.alive()
     dialog.get_by_role("button", name="Close", exact=True).click()
     expect(dialog).to_be_hidden()
 
@@ -350,11 +347,12 @@ def test_candidate_pick_shows_all_candidates_playing(ui_server, page, tmp_path, 
     import uuid
 
     outcome: dict = {}
+    pick = _split_vote_flow()  # imported here, not in the thread (Prefect's plugin loading)
 
     def run() -> None:
         with ui_server.api_settings():
             try:
-                outcome["decision"] = _split_vote_flow()(store_url, uuid.uuid4().hex)
+                outcome["decision"] = pick(store_url, uuid.uuid4().hex)
             except BaseException as exc:  # noqa: BLE001 - handed to the test
                 outcome["error"] = exc
 
@@ -381,12 +379,17 @@ def test_candidate_pick_shows_all_candidates_playing(ui_server, page, tmp_path, 
     width = dialog.locator("video").first.evaluate("v => v.videoWidth")
     assert width == 3 * 64  # the three candidates side by side
 
-    choose_action(page, dialog, "pick", "pick") if dialog.get_by_role(
-        "button", name="pick", exact=True).count() else None
+    # No default action: the reviewer chooses. The candidate number is bounded to 1..3.
+    select = dialog.get_by_text("pick: keep one candidate").locator("xpath=following::button[1]")
+    select.focus()
+    page.keyboard.press("ArrowDown")
+    page.get_by_role("option", name="pick", exact=True).click()
+    expect(dialog.get_by_role("button", name="pick", exact=True)).to_be_visible()
     number = dialog.get_by_role("spinbutton")
-    number.fill("4")  # there are three
+    number.fill("4")  # there are three: the server refuses it
     assert submit(page, dialog)["status"] != "ACCEPT"
-    page.wait_for_timeout(2500)
+    page.wait_for_timeout(2500)  # > the run's 1 s poll interval
+    page.screenshot(path=str(tmp_path / "pick-form-refused.png"), animations="disabled")
     assert run_state(ui_server, review.flow_run_id) == "Paused" and thread.is_alive()
     number.fill("2")
     assert submit(page, dialog)["status"] == "ACCEPT"
