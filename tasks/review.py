@@ -100,6 +100,7 @@ def human_review(stage: str, attempt: int, preview_markdown: str,
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
 
+    _announce(stage, f"try {attempt} of {policy.max_tries}")
     try:
         return pause_flow_run(
             wait_for_input=ReviewDecision.with_initial_data(
@@ -125,6 +126,7 @@ def human_pick(stage: str, preview_markdown: str, policy: ReviewPolicy,
     from prefect.flow_runs import pause_flow_run
 
     while True:
+        _announce(stage, f"pick 1-{candidates} or reject")
         try:
             decision = pause_flow_run(
                 wait_for_input=CandidateDecision.for_set(candidates).with_initial_data(
@@ -141,6 +143,23 @@ def human_pick(stage: str, preview_markdown: str, policy: ReviewPolicy,
         if decision.action == "reject" or decision.candidate <= candidates:
             return decision
         stage = f"{stage}-again"  # an out-of-range pick: ask once more, under a new pause key
+
+
+REVIEW_EVENT = "mora.review.waiting"
+
+
+def _announce(stage: str, detail: str) -> None:
+    """An event as the run pauses, naming the stage: Prefect's own Paused event carries no
+    pause key, and configs/automations/review-waiting.yaml tells a webhook from this one."""
+    from prefect.context import FlowRunContext
+    from prefect.events import emit_event
+    from prefect.events.related import tags_as_related_resources
+
+    run = FlowRunContext.get().flow_run
+    emit_event(REVIEW_EVENT, resource={"prefect.resource.id": f"prefect.flow-run.{run.id}",
+                                       "prefect.resource.name": run.name},
+               related=tags_as_related_resources(set(run.tags)),
+               payload={"stage": stage, "detail": detail})
 
 
 def _resume_self() -> None:

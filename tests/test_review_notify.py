@@ -90,7 +90,7 @@ def test_one_webhook_call_per_review_pause_with_the_run_link(real_server):
                 run_id = review.flow_run_id
                 text = Hooks.calls[-1]["body"]["text"]
                 assert Hooks.calls[-1]["content_type"] == "application/json"
-                assert f"Mora run {review.flow_run_name} waits for a review of {stage}" in text
+                assert f"Mora run {review.flow_run_name} waits for a review of {stage} (try 1 of 3)" in text
                 assert text.endswith(f"{ui}/runs/flow-run/{run_id}"), text
                 answer_review(run_id, ReviewDecision(action="approve"))
         thread.join(60)
