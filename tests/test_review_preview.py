@@ -142,3 +142,31 @@ def test_s3_inputs_are_read_with_the_stores_endpoint(s3_store_url, tmp_path):
     with pytest.raises(MoraError, match="is not a valid S3 object"):
         read_input("s3://Bad_Bucket/x.png", None, "image")
     assert io.BytesIO(data).read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.usefixtures("prefect_server", "tiny_zoo")
+def test_a_run_given_an_s3_image_completes_and_a_missing_one_is_one_line(s3_store_url):
+    """What a dashboard run posts: parameters only, the image as s3://bucket/key."""
+    import subprocess
+    import sys
+
+    import boto3
+
+    from flows.image_to_video import image_to_video
+
+    data = media.png_bytes(media.array_to_image(noisy(1, 40, 48)[0]))
+    boto3.client("s3").put_object(Bucket=S3_BUCKET, Key="uploads/run.png", Body=data)
+    source = f"s3://{S3_BUCKET}/uploads/run.png"
+    result = image_to_video(image=source, store=s3_store_url, seed=1)
+    store = open_store(s3_store_url)
+    (given,) = result.inputs
+    assert store.get_bytes(given) == data
+    assert store.read_provenance(given).params["source"] == source
+    assert store.exists(result.video.mp4_key)
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "mora.cli", "i2v", f"s3://{S3_BUCKET}/uploads/none.png",
+         "--store", s3_store_url], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2
+    assert re.fullmatch(rf"error: image 's3://{S3_BUCKET}/uploads/none.png' does not exist at "
+                        r"http://127\.0\.0\.1:\d+", missing.stderr.strip()), missing.stderr
