@@ -272,6 +272,22 @@ def test_review_form_in_the_prefect_ui_resumes_the_run(ui_server, page, start_t2
     expect(page.get_by_text("Completed").first).to_be_visible()
     print(f"run completed {time.monotonic() - t0:.1f} s after the CLI started")
 
+    # The run's result artifact: the video playing, and the contact sheet.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with ui_server.api_settings(), get_client(sync_client=True) as client:
+        (artifact,) = [a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))) if a.type == "markdown"]
+    page.goto(f"http://127.0.0.1:{ui_server.port}/artifacts/artifact/{artifact.id}",
+              wait_until="load")
+    page.wait_for_function("""() => {
+        const v = document.querySelector('video');
+        const i = document.querySelector('img[src^="data:image/png"]');
+        return v && v.readyState >= 2 && i && i.complete && i.naturalWidth > 0; }""",
+                           timeout=UI_TIMEOUT_MS)
+    page.screenshot(path=str(tmp_path / "result-artifact.png"), animations="disabled")
+
 
 @pytest.mark.timeout(300)
 @pytest.mark.usefixtures("tiny_zoo")
