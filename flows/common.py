@@ -19,7 +19,7 @@ from storage.store import parse_store_url
 from tasks.artifacts import RunContext, VideoArtifact
 from tasks.generate import connect, enhance_prompt, image_to_image
 from tasks.inputs import InputArtifact, InputKind, ingest
-from tasks.report import contact_sheet, image_markdown, publish_result
+from tasks.report import clip_preview, contact_sheet, image_preview, publish_result
 from tasks.review import ReviewPolicy
 from tasks.weights import apply_weights
 
@@ -59,7 +59,8 @@ _profile_ref = _checked_by(load_profile)
 
 
 Source = Annotated[str, Field(min_length=1, max_length=4096, description="a local file path, "
-                              "or store://<key> for an artifact already in the store"),
+                              "store://<key> for an artifact already in the store, or "
+                              "s3://bucket/key for an object the store's credentials read"),
                    AfterValidator(_source)]
 Prompt = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_text)]
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
@@ -123,7 +124,7 @@ def reviewed_edit(profile: Profile, store_url: str, ctx: RunContext, image_key: 
         "first-frame", "first frame", policy,
         make=lambda attempt: image_to_image(profile, store_url, ctx, image_key, instruction,
                                             seed + attempt),
-        preview=lambda key: image_markdown(store_url, key, "first frame"),
+        preview=lambda key: image_preview(store_url, key, "first frame", policy.timeout_s),
         edit=lambda key, text: image_to_image(profile, store_url, ctx, key, text, seed))
 
 
@@ -134,8 +135,7 @@ def reviewed_transition(profile: Profile, store_url: str, ctx: RunContext,
     return review_loop(
         "transition", "transition", policy,
         make=lambda attempt: connect(profile, store_url, ctx, before, after, seed + attempt),
-        preview=lambda clip: image_markdown(store_url, contact_sheet(store_url, ctx, clip),
-                                            "transition"))
+        preview=lambda clip: clip_preview(store_url, clip, "transition", policy.timeout_s))
 
 
 def _keys(items: list[str | VideoArtifact | InputArtifact]) -> list[str]:

@@ -12,7 +12,7 @@ from configs.schema import Profile
 from mora.errors import MoraError
 from tasks.artifacts import RunContext, VideoArtifact
 from tasks.generate import image_to_image, image_to_video, last_frame, text_to_image
-from tasks.report import SegmentProgress, contact_sheet, image_markdown
+from tasks.report import SegmentProgress, clip_preview, image_preview
 from tasks.review import ReviewPolicy, reviewer
 
 T = TypeVar("T")
@@ -46,7 +46,7 @@ def reviewed_first_frame(profile: Profile, store_url: str, ctx: RunContext, seed
     return review_loop(
         "first-frame", "first frame", policy,
         make=lambda attempt: text_to_image(profile, store_url, ctx, seed + attempt),
-        preview=lambda key: image_markdown(store_url, key, "first frame"),
+        preview=lambda key: image_preview(store_url, key, "first frame", policy.timeout_s),
         edit=lambda key, text: image_to_image(profile, store_url, ctx, key, text, seed))
 
 
@@ -57,8 +57,8 @@ def reviewed_clip(profile: Profile, store_url: str, ctx: RunContext, image_key: 
         f"segment-{segment + 1}", f"segment {segment + 1}", policy,
         make=lambda attempt: image_to_video(profile, store_url, ctx, image_key, seed + attempt,
                                             segment),
-        preview=lambda clip: image_markdown(store_url, contact_sheet(store_url, ctx, clip),
-                                            f"segment {segment + 1}"))
+        preview=lambda clip: clip_preview(store_url, clip, f"segment {segment + 1}",
+                                          policy.timeout_s))
 
 
 def animate(profile: Profile, store_url: str, ctx: RunContext, start_key: str, seed: int,

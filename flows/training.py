@@ -24,12 +24,11 @@ from flows.sampling import SampleJob, sample_all
 from storage import open_store
 from tasks.artifacts import RunContext
 from tasks.generate import CACHED
-from tasks.report import image_markdown
+from tasks.report import clips_preview
 from tasks.review import ReviewPolicy, human_pick
-from tasks.training import (CandidateSet, Decision, HeldOutScore, Vote, candidates_sheet,
-                            export_weights, finetune_chunk, generate_prompts, held_out_score,
-                            judge_candidates, latest_round, plot_rounds, write_dataset,
-                            write_report)
+from tasks.training import (CandidateSet, Decision, HeldOutScore, Vote, export_weights,
+                            finetune_chunk, generate_prompts, held_out_score, judge_candidates,
+                            latest_round, plot_rounds, write_dataset, write_report)
 
 Unattended = Literal["discard", "judge_a"]
 RoundId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
@@ -66,9 +65,8 @@ def decide(cfg: TrainingConfig, store_url: str, ctx: RunContext, cset: Candidate
     if vote.agreed is not None:
         return Decision(outcome="accepted", chosen=vote.agreed)
     if policy.mode == "ask":
-        sheet = candidates_sheet(store_url, ctx, cset)
-        answer = human_pick(f"pick-{cset.prompt_index + 1}", _pick_markdown(store_url, sheet,
-                                                                          cset, vote),
+        answer = human_pick(f"pick-{cset.prompt_index + 1}",
+                            _pick_markdown(store_url, cset, vote, policy.timeout_s),
                             policy, len(cset.candidates))
         if answer is not None:
             if answer.action == "reject":
@@ -80,15 +78,31 @@ def decide(cfg: TrainingConfig, store_url: str, ctx: RunContext, cset: Candidate
     return Decision(outcome="discarded", chosen=None)
 
 
-def _pick_markdown(store_url: str, sheet_key: str, cset: CandidateSet, vote: Vote) -> str:
+def _pick_markdown(store_url: str, cset: CandidateSet, vote: Vote, expires_s: int) -> str:
+    """All C candidates playing side by side, numbered as the form numbers them (1 = left),
+    the criterion, each judge's ranking and scores, and where they part ways."""
     def ranking(judgement: dict) -> str:
         order = judgement["ranking"]
         return " > ".join(str(i + 1) for i in order) if order else "(no full ranking)"
 
-    rows = "\n".join(f"| {j['judge']} | {ranking(j)} |" for j in vote.judgements)
-    return (f"**prompt**: {cset.prompt}\n\n**criterion {vote.criterion_id}**: {vote.criterion}\n\n"
-            f"{image_markdown(store_url, sheet_key, 'candidates, one row each (1 = top)')}\n\n"
-            f"| judge | ranking (best first) |\n|---|---|\n{rows}")
+    def scores(judgement: dict) -> str:
+        values = judgement.get("scores")
+        return ", ".join(f"{i}: {v:.3g}" for i, v in enumerate(values, 1)) if values else "-"
+
+    def why(judgement: dict) -> str:
+        if not judgement["ranking"]:
+            raw = " ".join(str(judgement["raw"]).split())[:200].replace("|", "\\|")
+            return f"its answer did not parse: {raw or '(empty)'}"
+        return f"puts {judgement['ranking'][0] + 1} first"
+
+    rows = "\n".join(f"| {j['judge']} | {ranking(j)} | {scores(j)} | {why(j)} |"
+                     for j in vote.judgements)
+    clips = clips_preview(store_url, [c.video for c in cset.candidates],
+                          f"candidates 1-{len(cset.candidates)}, numbered in their corners",
+                          expires_s)
+    return (f"**prompt**: {cset.prompt}\n\n**criterion {vote.criterion_id}**: {vote.criterion}"
+            f"\n\n{clips}\n\n| judge | ranking (best first) | scores | why they differ |\n"
+            f"|---|---|---|---|\n{rows}")
 
 
 @flow(name="training-round", log_prints=True)

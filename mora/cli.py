@@ -191,7 +191,7 @@ def _run_flow(start, what: str, policy):
     tag = f"mora-cli-{uuid.uuid4().hex[:12]}"
 
     def tagged():
-        with prefect.tags(tag):
+        with prefect.tags("mora", tag):  # "mora": what the review-waiting automation matches
             return start()
 
     return run_with_terminal_review(tagged, tag, interactive=sys.stdin.isatty())
@@ -214,7 +214,7 @@ def _report_video(store_url: str, key: str, out_path: Optional[Path], summary: s
 OutOpt = typer.Option(None, "--out", help="also copy the mp4 here")
 ReviewOpt = typer.Option("auto", "--review", help="auto: never pause; ask: pause after each "
                          "stage and ask here (or answer with `mora review`)")
-_SOURCE_HELP = "a file, or store://KEY for an artifact in the store"
+_SOURCE_HELP = "a file, store://KEY for an artifact in the store, or s3://BUCKET/KEY"
 
 
 def _run_sop(flow: str, out_file: Optional[Path], profile: Optional[str], store: Optional[str],

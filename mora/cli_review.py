@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -18,6 +19,9 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 RunArg = typer.Argument(..., help="flow run id (see `mora review list`)")
+AUTOMATION_FILE = Path(__file__).resolve().parent.parent / "configs" / "automations" / \
+    "review-waiting.yaml"
+WEBHOOK_BLOCK = "mora-review-webhook"
 
 
 def _server_for(run: str | None = None) -> None:
@@ -58,16 +62,38 @@ def list_reviews() -> None:
         out.print(f"{review.flow_run_id}  {review.flow_run_name}  {title}")
 
 
+def save_previews(review, folder: Path) -> list[Path]:
+    """Write a review's inline previews (images, the clip, the candidates' tiled clip) as
+    files ``<run id>-<n>.<suffix>`` in ``folder``."""
+    from mora.errors import MoraError
+    from tasks.review import preview_media
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for n, (suffix, data) in enumerate(preview_media(review.description), 1):
+            path = folder / f"{review.flow_run_id}-{n}{suffix}"
+            path.write_bytes(data)
+            paths.append(path)
+    except OSError as exc:
+        raise MoraError(f"cannot write previews to '{folder}': {exc.strerror or exc}") from None
+    return paths
+
+
 @review_app.command("show")
-def show(run: str = RunArg) -> None:
+def show(run: str = RunArg,
+         save: Optional[Path] = typer.Option(None, "--save", help="write the preview media "
+                                             "(images, clips) to this folder")) -> None:
     """What a paused run asks about: the stage, the try, the preview."""
-    from tasks.review import pending_review
+    from tasks.review import pending_review, plain_description
 
     _server_for(run)
     review = pending_review(run)
     out.print(f"flow run {review.flow_run_id} ({review.flow_run_name}), paused since "
               f"{review.paused_since}")
-    out.print(review.description, markup=False)
+    out.print(plain_description(review.description), markup=False)
+    for path in save_previews(review, save) if save is not None else []:
+        out.print(f"preview: {path}", markup=False)
 
 
 @review_app.command("approve")
@@ -108,6 +134,48 @@ def reject(run: str = RunArg) -> None:
     _answer(run, action="reject")
 
 
+@review_app.command("notify")
+def notify(webhook: str = typer.Argument(..., help="a Slack-compatible incoming-webhook URL "
+                                         "(http:// or https://)"),
+           spec: Path = typer.Option(AUTOMATION_FILE, "--file", help="the automation to create")
+           ) -> None:
+    """Post to WEBHOOK whenever a Mora run waits for a review: saves a Webhook block and
+    creates (or replaces) the automation in configs/automations/review-waiting.yaml."""
+    import yaml
+    from prefect.automations import Automation
+    from prefect.blocks.webhook import Webhook
+    from pydantic import ValidationError
+
+    from mora.errors import MoraError
+
+    if not webhook.startswith(("http://", "https://")) or any(c.isspace() or ord(c) < 32
+                                                                for c in webhook):
+        raise MoraError("the webhook must be an http:// or https:// URL without spaces")
+    try:
+        document = yaml.safe_load(spec.read_text())
+        actions = document["actions"]
+    except (OSError, yaml.YAMLError, TypeError, KeyError) as exc:
+        raise MoraError(f"cannot read automation file '{spec}': {type(exc).__name__}") from None
+    _server_for()
+    block_id = Webhook(method="POST", url=webhook,
+                       headers={"Content-Type": "application/json"}).save(WEBHOOK_BLOCK,
+                                                                          overwrite=True)
+    for action in actions:
+        if action.get("type") == "call-webhook":
+            action["block_document_id"] = str(block_id)
+    try:
+        automation = Automation.model_validate(document)
+    except ValidationError as exc:
+        raise MoraError(f"automation file '{spec}': {exc.errors()[0]['msg']}") from None
+    try:
+        Automation.read(name=automation.name).delete()  # a second `notify` replaces it
+    except ValueError:
+        pass
+    created = automation.create()
+    out.print(f"automation '{created.name}' ({created.id}) posts to the webhook when a Mora run "
+              "waits for a review", markup=False)
+
+
 def _ask(kind: str):
     from tasks.review import CandidateDecision, ReviewDecision
 
@@ -118,14 +186,17 @@ def _ask(kind: str):
         return CandidateDecision(action="reject")
     action = Prompt.ask("review", choices=["approve", "regenerate", "edit"], default="approve",
                         console=err)
-    instruction = Prompt.ask("instruction", console=err) if action == "edit" else None
+    instruction = Prompt.ask("instruction", console=err) if action == "edit" else ""
     return ReviewDecision(action=action, instruction=instruction)
 
 
 def run_with_terminal_review(start: Callable[[], Any], tag: str, interactive: bool) -> Any:
     """Run ``start()`` (a flow call tagged ``tag``) in a thread; answer its pauses here."""
-    from tasks.review import answer_review, pending_reviews
+    import tempfile
 
+    from tasks.review import answer_review, pending_reviews, plain_description
+
+    previews = Path(tempfile.gettempdir()) / "mora-previews"
     outcome: dict[str, Any] = {}
 
     def target() -> None:
@@ -144,7 +215,9 @@ def run_with_terminal_review(start: Callable[[], Any], tag: str, interactive: bo
             if marker in told:
                 continue
             told.add(marker)
-            err.print(review.description, markup=False)
+            err.print(plain_description(review.description), markup=False)
+            for path in save_previews(review, previews):
+                err.print(f"preview: {path}", markup=False)
             if not interactive:
                 how = "pick <id> N | reject" if review.kind == "pick" else \
                     "approve | regenerate | edit"

@@ -1,8 +1,10 @@
 """Reading a user's input file (the ingest step's I/O): a local path or a key in the store.
 
-An SOP's input is named on the command line or as a flow parameter: either a local file
-(``clip.mp4``, ``~/in/frame.png``) or an artifact already in the store (``store://<key>``, or a
-bare key that the store holds). ``read_input`` resolves it, checks it is a readable, non-empty,
+An SOP's input is named on the command line or as a flow parameter: a local file
+(``clip.mp4``, ``~/in/frame.png``), an artifact already in the store (``store://<key>``, or a
+bare key that the store holds), or an S3 object (``s3://bucket/key``, read with the store's
+credentials and endpoint: how a run started from the dashboard, which cannot upload a file,
+gets its image or video). ``read_input`` resolves it, checks it is a readable, non-empty,
 not oversized regular file, and returns its bytes; every problem is a one-line ``MoraError``.
 """
 
@@ -16,6 +18,7 @@ from mora.errors import MoraError
 from storage.store import Store, _show, key_problem
 
 STORE_SCHEME = "store://"
+S3_SCHEME = "s3://"
 MAX_INPUT_BYTES = 1 << 30  # 1 GiB: inputs are read into memory
 
 
@@ -63,8 +66,29 @@ def _read_path(path: Path, shown: str, what: str) -> InputFile:
     return InputFile(data, _suffix(path.name), shown)
 
 
+def _read_s3(source: str, store: Store | None, what: str) -> InputFile:
+    """An object any bucket the store's credentials can read, at the store's endpoint."""
+    from storage.s3 import S3Store
+    from storage.store import bucket_problem
+
+    shown = _show(source)
+    bucket, _, key = source[len(S3_SCHEME):].partition("/")
+    problem = bucket_problem(bucket) or ("no object key after the bucket" if not key else
+                                         key_problem(key))
+    if problem:
+        raise MoraError(f"{what} '{shown}' is not a valid S3 object: {problem}")
+    endpoint = store._endpoint_url if isinstance(store, S3Store) else None
+    reader = S3Store(bucket, endpoint_url=endpoint)
+    if not reader.exists(key):
+        raise MoraError(f"{what} '{shown}' does not exist at {reader.endpoint}")
+    data = reader.get_bytes(key)
+    _check_size(what, shown, len(data))
+    return InputFile(data, _suffix(key), source)
+
+
 def read_input(source: str, store: Store | None = None, what: str = "input") -> InputFile:
-    """The bytes of ``source``: ``store://<key>``, a local path, or a key ``store`` holds.
+    """The bytes of ``source``: ``store://<key>``, ``s3://bucket/key``, a local path, or a key
+    ``store`` holds.
 
     A local file wins over a store key of the same name. ``what`` names the input in errors
     ("video 'a.mp4' does not exist").
@@ -76,6 +100,8 @@ def read_input(source: str, store: Store | None = None, what: str = "input") -> 
         if store is None:
             raise MoraError(f"{what} '{shown}' names a store key, but no store is open")
         return _read_key(source[len(STORE_SCHEME):], store, what)
+    if source.startswith(S3_SCHEME):
+        return _read_s3(source, store, what)
     if "\x00" in source:
         raise MoraError(f"{what} '{shown}' contains a NUL character")
     path = Path(source).expanduser()

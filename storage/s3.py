@@ -41,6 +41,7 @@ from storage.store import (
 DEFAULT_MAX_ATTEMPTS = 5
 SINGLE_PUT_LIMIT = 64 * 1024 * 1024  # larger files go up as a multipart upload
 PART_SIZE = 16 * 1024 * 1024  # S3 wants ≥ 5 MiB per part but the last
+PRESIGN_MAX_S = 7 * 24 * 3600  # S3's longest presigned-URL lifetime (SigV4)
 _T = TypeVar("_T")
 
 _CREDENTIAL_CODES = {
@@ -176,6 +177,7 @@ class S3Store(Store):
         from botocore.exceptions import BotoCoreError
 
         config = Config(
+            signature_version="s3v4",  # presigned links too: SigV4, whose lifetime S3 caps at 7 days
             retries={"mode": "standard", "total_max_attempts": self._max_attempts},  # incl. the first
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
@@ -540,3 +542,12 @@ class S3Store(Store):
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._full(self._check_key(key))}"
+
+    def share_url(self, key: str, expires_s: int) -> str:
+        """A presigned GET (boto3 signs it locally: the access key id and a signature are in
+        the URL, never the secret key), valid ``expires_s`` seconds, at most S3's seven days."""
+        full = self._full(self._check_key(key))
+        with self._errors("presign", key):
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": full},
+                ExpiresIn=max(1, min(int(expires_s), PRESIGN_MAX_S)))

@@ -326,6 +326,11 @@ class Store(ABC):
     @abstractmethod
     def uri(self, key: str) -> str: ...
 
+    def share_url(self, key: str, expires_s: int) -> str | None:
+        """An HTTPS link that lets a browser GET ``key`` for ``expires_s`` seconds, or None
+        when the store has no such thing (a local folder: ``uri`` is its path)."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 

@@ -220,3 +220,83 @@ def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute difference of two frames in 0-255 pixel units (b resized to a's size)."""
     b = conform(b[None], *a.shape[:2])[0]
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+# --- Previews for reviewers: small enough to live inline in a pause's description -------------
+# The Resume form's description (markdown, data: URIs included) is stored in the Prefect
+# server's database, so each pause carries at most PREVIEW_MAX_BYTES of inline media, every
+# picture or tile at most PREVIEW_MAX_SIDE px on its long side; the full-size artifact stays in
+# the store and the description says where.
+PREVIEW_MAX_SIDE = 256
+PREVIEW_MAX_BYTES = 300_000  # of description text, base64 included
+PREVIEW_MAX_FRAMES = 48
+_PREVIEW_SIDES = (PREVIEW_MAX_SIDE, 192, 128, 96, 64)
+
+
+def shrink(frames: np.ndarray, max_side: int) -> np.ndarray:
+    """Frames scaled down (never up) so the long side is at most ``max_side``, sides even."""
+    _, h, w, _ = frames.shape
+    scale = min(1.0, max_side / max(h, w))
+    height, width = max(2, round(h * scale) // 2 * 2), max(2, round(w * scale) // 2 * 2)
+    from PIL import Image
+
+    if (height, width) == (h, w):
+        return frames
+    return np.stack([np.asarray(array_to_image(f).resize((width, height), Image.LANCZOS))
+                     for f in frames])
+
+
+def tile_clips(clips: list[np.ndarray], max_side: int = PREVIEW_MAX_SIDE) -> np.ndarray:
+    """Clips side by side (a grid past four), each shrunk to ``max_side`` and numbered 1..n
+    in its corner as the review form numbers them; shorter clips hold their last frame."""
+    from PIL import ImageDraw
+
+    tiles = [shrink(clip, max_side) for clip in clips]
+    length = max(len(t) for t in tiles)
+    _, h, w, _ = tiles[0].shape
+    columns = tile_columns(len(tiles))
+    rows = -(-len(tiles) // columns)
+    grid = np.full((length, rows * h, columns * w, 3), 255, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        tile = conform(tile, h, w)
+        tile = np.concatenate([tile, np.repeat(tile[-1:], length - len(tile), axis=0)])
+        r, c = divmod(i, columns)
+        grid[:, r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+    label = np.zeros((14, 12 + 7 * len(str(len(tiles))), 3), dtype=np.uint8)
+    for i in range(len(tiles)):
+        image = array_to_image(label)
+        ImageDraw.Draw(image).text((3, 1), str(i + 1), fill=(255, 255, 0))
+        r, c = divmod(i, columns)
+        stamp = np.asarray(image)[: h, : w]
+        grid[:, r * h:r * h + stamp.shape[0], c * w:c * w + stamp.shape[1]] = stamp
+    return grid
+
+
+def tile_columns(count: int) -> int:
+    """One row up to four tiles, else two rows."""
+    return count if count <= 4 else -(-count // 2)
+
+
+def preview_png(frame: np.ndarray, max_side: int = PREVIEW_MAX_SIDE) -> bytes:
+    return png_bytes(array_to_image(shrink(frame[None], max_side)[0]))
+
+
+def preview_mp4(frames: np.ndarray, fps: float, max_side: int = PREVIEW_MAX_SIDE,
+                max_frames: int = PREVIEW_MAX_FRAMES) -> bytes:
+    """A short, small H.264 rendition: the first ``max_frames`` frames, shrunk."""
+    return encode_mp4(shrink(frames[:max_frames], max_side), fps)
+
+
+def fit_preview(frames: np.ndarray, fps: float | None, budget: int,
+                tiles_across: int = 1) -> tuple[bytes, str] | None:
+    """The largest preview (PNG for a still, mp4 for a clip) whose base64 fits ``budget``
+    characters, with its MIME type; None when not even the smallest does. A picture of
+    ``tiles_across`` tiles side by side may be that many times as wide."""
+    for side in (s * tiles_across for s in _PREVIEW_SIDES):
+        if fps is None:
+            data, mime = preview_png(frames[0], side), "image/png"
+        else:
+            data, mime = preview_mp4(frames, fps, side), "video/mp4"
+        if -(-len(data) // 3) * 4 <= budget:
+            return data, mime
+    return None

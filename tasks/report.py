@@ -10,7 +10,8 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 
 from storage import open_store
 from tasks import media
-from tasks.artifacts import RunContext, VideoArtifact, load_frames, provenance, save_image
+from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
+                            save_image)
 
 
 def _row(name: str, value: object) -> str:
@@ -27,11 +28,65 @@ def contact_sheet(store_url: str, ctx: RunContext, video: VideoArtifact) -> str:
                       provenance("preview", ctx, parents=[video.frames_key], stage="preview"))
 
 
-def image_markdown(store_url: str, key: str, title: str) -> str:
+LINK_MARGIN_S = 60  # a link made just before a pause starts still works when the pause ends
+_TEXT_ROOM = 8_000  # of PREVIEW_MAX_BYTES, kept for a description's words and links
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    import base64
+
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _inline(frames, fps: float | None, title: str, budget: int, tiles_across: int = 1) -> str:
+    """An inline picture (markdown) or a playing clip (a raw <video>, which the Prefect UI's
+    markdown renders) of at most ``budget`` characters."""
+    fitted = media.fit_preview(frames, fps, budget, tiles_across)
+    if fitted is None:
+        return f"*(no inline preview of {title}: it would exceed {budget} bytes)*"
+    uri = _data_uri(*fitted)
+    if fitted[1].startswith("image/"):
+        return f"![{title}]({uri})"
+    return (f'<video src="{uri}" title="{title}" autoplay loop muted controls playsinline>'
+            "</video>")
+
+
+def _location(store, key: str, expires_s: int) -> str:
+    """Where the full-size artifact is: its URI, and on S3 a presigned link valid for the
+    pause (``expires_s``; 0 for none: a result artifact outlives any pause)."""
+    link = store.share_url(key, expires_s + LINK_MARGIN_S) if expires_s else None
+    return f"[full size]({link}) · `{store.uri(key)}`" if link else f"`{store.uri(key)}`"
+
+
+def image_preview(store_url: str, key: str, title: str, expires_s: int = 0,
+                  budget: int = media.PREVIEW_MAX_BYTES - _TEXT_ROOM) -> str:
+    """A stored image as a reviewer sees it: small inline, and where the full size is."""
     store = open_store(store_url)
-    link = store.uri(key)
-    shown = f"![{title}]({link})\n\n" if link.startswith(("http://", "https://")) else ""
-    return f"{shown}**{title}**: `{link}`"
+    frames = media.images_to_array([load_image(store, key)])
+    return f"{_inline(frames, None, title, budget)}\n\n**{title}**: {_location(store, key, expires_s)}"
+
+
+def clip_preview(store_url: str, video: VideoArtifact, title: str, expires_s: int = 0,
+                 budget: int = media.PREVIEW_MAX_BYTES - _TEXT_ROOM) -> str:
+    """A stored clip playing inline (short, small), and where its mp4 is."""
+    store = open_store(store_url)
+    frames, fps = load_frames(store, video.frames_key)
+    return (f"{_inline(frames, fps, title, budget)}\n\n"
+            f"**{title}** ({video.num_frames} frames, {video.width}x{video.height} @ "
+            f"{video.fps:g} fps): {_location(store, video.mp4_key, expires_s)}")
+
+
+def clips_preview(store_url: str, videos: list[VideoArtifact], title: str, expires_s: int = 0,
+                  budget: int = media.PREVIEW_MAX_BYTES - _TEXT_ROOM) -> str:
+    """Several clips playing side by side as one tiled clip, numbered 1..n in their corners,
+    and a numbered list of where each mp4 is."""
+    store = open_store(store_url)
+    loaded = [load_frames(store, v.frames_key) for v in videos]
+    tiled = media.tile_clips([frames for frames, _ in loaded])
+    links = "\n".join(f"{i}. {_location(store, v.mp4_key, expires_s)}"
+                      for i, v in enumerate(videos, 1))
+    across = media.tile_columns(len(videos))
+    return f"{_inline(tiled, loaded[0][1], title, budget, across)}\n\n**{title}**:\n\n{links}"
 
 
 @task(name="publish-result")
@@ -49,7 +104,9 @@ def publish_result(store_url: str, ctx: RunContext, video: VideoArtifact, previe
         _row("parents", ", ".join(f"`{p}`" for p in prov.parents)),
     ]
     rows += [_row(k, v) for k, v in (extra or {}).items()]
-    markdown = "\n".join([f"## {ctx.sop}", "", image_markdown(store_url, preview_key, "contact sheet"),
+    budget = (media.PREVIEW_MAX_BYTES - _TEXT_ROOM) // 2
+    markdown = "\n".join([f"## {ctx.sop}", "", clip_preview(store_url, video, "result", 0, budget),
+                          "", image_preview(store_url, preview_key, "contact sheet", 0, budget),
                           "", "| field | value |", "|---|---|", *rows])
     create_markdown_artifact(markdown=markdown, key=f"{ctx.sop}-result",
                              description=f"{ctx.sop} output")

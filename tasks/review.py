@@ -43,38 +43,46 @@ def _required_when(action: str, field: str, schema: dict) -> ConfigDict:
 
 
 class ReviewDecision(RunInput):
-    """A reviewer's answer to a paused stage."""
+    """A reviewer's answer to a paused stage.
+
+    ``instruction`` is a plain string defaulting to empty (an optional ``str | None`` would show
+    the UI's type toggle); the schema's if/then makes it required, and not blank, for edit."""
 
     model_config = _required_when("edit", "instruction", {"type": "string", "pattern": "\\S"})
 
     action: Literal["approve", "regenerate", "edit"] = Field(
         default="approve", description="approve: go on; regenerate: a new seed; edit: "
         "image-to-image with the instruction (first-frame stage)")
-    instruction: str | None = Field(default=None, max_length=2000,
-                                    description="what to change, for edit")
+    instruction: str = Field(default="", max_length=2000,
+                             description="what to change; needed for edit only")
 
     @model_validator(mode="after")
     def _edit_needs_instruction(self) -> "ReviewDecision":
-        if self.action == "edit" and not (self.instruction and self.instruction.strip()):
+        if self.action == "edit" and not self.instruction.strip():
             raise ValueError("edit needs an instruction")
         return self
 
 
 class CandidateDecision(RunInput):
-    """A reviewer's answer when the two judges disagree on a candidate set (paper A.6)."""
+    """A reviewer's answer when the two judges disagree on a candidate set (paper A.6).
 
-    model_config = _required_when("pick", "candidate", {"type": "integer", "minimum": 1})
+    No default action: the reviewer chooses pick or reject. A pause asks with
+    ``for_set(C)``, whose candidate number is bounded to 1..C in the form's schema."""
 
-    action: Literal["pick", "reject"] = Field(default="pick", description="pick: keep one "
-                                              "candidate for training; reject: discard the set")
-    candidate: int | None = Field(default=None, ge=1, le=16,
-                                  description="the candidate to keep (1-based), for pick")
+    model_config = ConfigDict(extra="forbid")
 
-    @model_validator(mode="after")
-    def _pick_needs_candidate(self) -> "CandidateDecision":
-        if self.action == "pick" and self.candidate is None:
-            raise ValueError("pick needs a candidate number")
-        return self
+    action: Literal["pick", "reject"] = Field(description="pick: keep one candidate for "
+                                              "training; reject: discard the set")
+    candidate: int = Field(default=1, ge=1, le=16, description="the candidate to keep, "
+                           "numbered as in the preview (ignored for reject)")
+
+    @classmethod
+    def for_set(cls, candidates: int) -> type["CandidateDecision"]:
+        from pydantic import create_model
+
+        return create_model(cls.__name__, __base__=cls, candidate=(int, Field(
+            default=1, ge=1, le=candidates, description=f"the candidate to keep, 1 to "
+            f"{candidates} as numbered in the preview (ignored for reject)")))
 
 
 class ReviewTimedOut(MoraError):
@@ -92,6 +100,7 @@ def human_review(stage: str, attempt: int, preview_markdown: str,
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
 
+    _announce(stage, f"try {attempt} of {policy.max_tries}")
     try:
         return pause_flow_run(
             wait_for_input=ReviewDecision.with_initial_data(
@@ -117,9 +126,10 @@ def human_pick(stage: str, preview_markdown: str, policy: ReviewPolicy,
     from prefect.flow_runs import pause_flow_run
 
     while True:
+        _announce(stage, f"pick 1-{candidates} or reject")
         try:
             decision = pause_flow_run(
-                wait_for_input=CandidateDecision.with_initial_data(
+                wait_for_input=CandidateDecision.for_set(candidates).with_initial_data(
                     description=f"### Review: {stage} (pick 1-{candidates} or reject)\n\n"
                                 f"{preview_markdown}"),
                 timeout=policy.timeout_s, poll_interval=policy.poll_interval_s,
@@ -133,6 +143,23 @@ def human_pick(stage: str, preview_markdown: str, policy: ReviewPolicy,
         if decision.action == "reject" or decision.candidate <= candidates:
             return decision
         stage = f"{stage}-again"  # an out-of-range pick: ask once more, under a new pause key
+
+
+REVIEW_EVENT = "mora.review.waiting"
+
+
+def _announce(stage: str, detail: str) -> None:
+    """An event as the run pauses, naming the stage: Prefect's own Paused event carries no
+    pause key, and configs/automations/review-waiting.yaml tells a webhook from this one."""
+    from prefect.context import FlowRunContext
+    from prefect.events import emit_event
+    from prefect.events.related import tags_as_related_resources
+
+    run = FlowRunContext.get().flow_run
+    emit_event(REVIEW_EVENT, resource={"prefect.resource.id": f"prefect.flow-run.{run.id}",
+                                       "prefect.resource.name": run.name},
+               related=tags_as_related_resources(set(run.tags)),
+               payload={"stage": stage, "detail": detail})
 
 
 def _resume_self() -> None:
@@ -255,3 +282,29 @@ def _uuid(flow_run_id: str):
         return UUID(str(flow_run_id))
     except ValueError:
         raise MoraError(f"'{flow_run_id}' is not a flow run id") from None
+
+
+# --- The preview media inside a pause's description, for terminals and `--save` -------------
+
+_DATA_URI = r"data:(image/png|image/gif|video/mp4);base64,([A-Za-z0-9+/=]+)"
+_SUFFIXES = {"image/png": ".png", "image/gif": ".gif", "video/mp4": ".mp4"}
+
+
+def preview_media(description: str) -> list[tuple[str, bytes]]:
+    """The inline previews (data: URIs) of a review's description: (file suffix, bytes)."""
+    import base64
+    import re
+
+    return [(_SUFFIXES[mime], base64.b64decode(data))
+            for mime, data in re.findall(_DATA_URI, description)]
+
+
+def plain_description(description: str) -> str:
+    """The description for a terminal: each inline preview as a one-line placeholder."""
+    import re
+
+    def placeholder(match: "re.Match[str]") -> str:
+        return f"[inline {match.group(1)} preview, {len(match.group(2)) * 3 // 4 // 1000} kB]"
+
+    text = re.sub(r'<video src="' + _DATA_URI + r'"[^>]*></video>', placeholder, description)
+    return re.sub(r"!\[[^\]]*\]\(" + _DATA_URI + r"\)", placeholder, text)

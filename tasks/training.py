@@ -138,18 +138,6 @@ def judge_candidates(cfg: TrainingConfig, store_url: str, cset: CandidateSet,
                 agreed=common_best(judgements))
 
 
-@task(name="candidates-sheet", **CACHED)
-def candidates_sheet(store_url: str, ctx: RunContext, cset: CandidateSet) -> str:
-    """One row of evenly spaced frames per candidate: what a reviewer compares."""
-    store = open_store(store_url)
-    rows = [np.asarray(media.contact_sheet(load_frames(store, c.video.frames_key)[0],
-                                           columns=6, max_frames=6)) for c in cset.candidates]
-    sheet = media.array_to_image(np.concatenate(rows, axis=0))
-    return save_image(store, sheet, provenance(
-        "preview", ctx, parents=[c.video.frames_key for c in cset.candidates],
-        stage="candidates", prompt_index=cset.prompt_index))
-
-
 MANIFEST_COLUMNS = ["round_id", "prompt_index", "prompt", "enhanced_prompt", "criterion_id",
                     "criterion", "judge_a", "judge_a_raw", "judge_a_ranking", "judge_b",
                     "judge_b_raw", "judge_b_ranking", "decision", "chosen", "seed",

@@ -68,13 +68,16 @@ def test_approve_each_stage(local_store):
     run.start()
     first = next_pause()
     assert "first-frame (try 1 of 3)" in first.description
+    assert "![first frame](data:image/png;base64," in first.description
     frame_path = first.description.split("`")[1]
     assert open_store(local_store).uri(frame_path.split(local_store + "/")[1]) == frame_path
     answer(first, action="approve")
     for segment in (1, 2):
         pause = next_pause()
         assert f"segment-{segment} (try 1 of 3)" in pause.description
-        assert "segment" in pause.description and ".png" in pause.description
+        assert '<video src="data:video/mp4;base64,' in pause.description
+        assert f"**segment {segment}** (9 frames" in pause.description
+        assert ".mp4`" in pause.description  # where the full clip is
         answer(pause, action="approve")
     run.join(60)
     assert run.error is None and run.result.video.num_frames == 18

@@ -20,7 +20,7 @@ def mora(*args, env=None):
 
 
 @pytest.mark.usefixtures("tiny_zoo")
-def test_review_commands_answer_a_paused_run(prefect_server, local_store):
+def test_review_commands_answer_a_paused_run(prefect_server, local_store, tmp_path):
     from prefect.settings import PREFECT_API_URL
 
     api = {"PREFECT_API_URL": PREFECT_API_URL.value()}
@@ -32,12 +32,19 @@ def test_review_commands_answer_a_paused_run(prefect_server, local_store):
     assert "Review: first-frame (try 1 of 3)" in listed.stdout
     shown = mora("review", "show", pause.flow_run_id, env=api)
     assert shown.returncode == 0 and "first frame" in shown.stdout and ".png" in shown.stdout
+    assert "base64" not in shown.stdout and "[inline image/png preview" in shown.stdout
+    saved = mora("review", "show", pause.flow_run_id, "--save", str(tmp_path / "seen"), env=api)
+    png = tmp_path / "seen" / f"{pause.flow_run_id}-1.png"
+    assert saved.returncode == 0 and f"preview: {png}" in saved.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = mora("review", "edit", pause.flow_run_id, " ", env=api)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: instruction is empty"
     ok = mora("review", "approve", pause.flow_run_id, env=api)
     assert ok.returncode == 0 and "approve: flow run" in ok.stdout
     segment = next_pause()
     assert "segment-1 (try 1 of 3)" in segment.description
+    saved = mora("review", "show", segment.flow_run_id, "--save", str(tmp_path / "seen"), env=api)
+    assert f"preview: {tmp_path / 'seen' / segment.flow_run_id}-1.mp4" in saved.stdout
     assert mora("review", "regenerate", segment.flow_run_id, env=api).returncode == 0
     again = next_pause()
     assert "segment-1 (try 2 of 3)" in again.description
@@ -83,4 +90,5 @@ def test_t2v_review_ask_on_a_terminal(tmp_path):
     assert answers == []
     assert "Review: first-frame (try 1 of 3)" in seen and "Review: first-frame (try 2 of 3)" in seen
     assert "Review: segment-1 (try 1 of 3)" in seen and f"video: {out}" in stdout.read_text()
+    assert "base64" not in seen and seen.count("preview: ") == 3, seen[-3000:]
     assert out.stat().st_size > 0

@@ -109,7 +109,7 @@ def test_round_accepts_escalates_to_a_human_and_discards(tmp_path, local_store, 
         for review in pending_reviews():
             if review.kind == "pick":
                 assert "criterion" in review.description and "judge-a" in review.description
-                assert "candidates, one row each" in review.description
+                assert "numbered in their corners" in review.description
                 answer_review(review.flow_run_id, answers.pop(0))
                 time.sleep(1.5)
                 break
