@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -66,9 +68,24 @@ class ChunkResult(BaseModel, frozen=True):
 def _weights(store_url: str, key: str | None) -> FinetunedWeights | None:
     if key is None:
         return None
-    from agents.finetune import weights_from_bytes
+    from agents.finetune import load_weights
 
-    return FinetunedWeights(key, lambda: weights_from_bytes(open_store(store_url).get_bytes(key)))
+    return FinetunedWeights(key, lambda: read_safetensors(open_store(store_url), key, load_weights))
+
+
+def put_safetensors(store, key: str, write, prov) -> str:
+    """Store what ``write(path)`` writes to a local safetensors file (checkpoints stream to disk
+    and on to the store: no whole-file bytes object)."""
+    with tempfile.TemporaryDirectory(prefix="mora-checkpoint-") as folder:
+        path = Path(folder) / "data.safetensors"
+        write(path)
+        return store.put_file(key, path, prov)
+
+
+def read_safetensors(store, key: str, read):
+    """``read(path)`` on a local copy of the stored file (the file itself in a local store)."""
+    with store.local_path(key) as path:
+        return read(path)
 
 
 def _agents(profile: Profile, cfg: TrainingConfig, store_url: str, weights_key: str | None):
@@ -202,7 +219,7 @@ def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
     (weights, modulation, EMA, optimizer) is checkpointed to the store as safetensors."""
     import pandas as pd
 
-    from agents.finetune import TrainingSample, finetune, state_from_bytes, state_to_bytes
+    from agents.finetune import TrainingSample, finetune, load_state, save_state
 
     store = open_store(store_url)
     rows = pd.concat([read_dataset(store_url, k) for k in dataset_keys], ignore_index=True)
@@ -217,13 +234,14 @@ def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
     agents = agents_for(profile)
     agent = agents.text_to_image if cfg.finetune.target == "text_to_image" else \
         agents.image_to_video
-    start = state_from_bytes(store.get_bytes(start_key)) if start_key else None
+    start = read_safetensors(store, start_key, load_state) if start_key else None
     factors: list[float] = []
+    # On the profile's device, whatever the pipeline's offload setting (it keeps its placement).
     state, losses = finetune(agent.pipe, cfg.finetune, samples, start=start,
-                             until_step=until_step,
+                             until_step=until_step, device=agent.runtime.device,
                              on_step=lambda step, loss, factor: factors.append(factor))
     key = store.new_key("checkpoints", ".safetensors")
-    store.put_bytes(key, state_to_bytes(state), provenance(
+    put_safetensors(store, key, lambda path: save_state(state, path), provenance(
         "checkpoint", ctx, models=[agent.model_ref], parents=[*dataset_keys,
                                                               *([start_key] if start_key else [])],
         stage="train-state", step=state.step, samples=len(samples)))
@@ -233,12 +251,13 @@ def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
 @task(name="export-weights", **CACHED)
 def export_weights(store_url: str, ctx: RunContext, state_key: str) -> str:
     """What sampling loads (EMA weights + modulation), as safetensors, beside the full state."""
-    from agents.finetune import inference_weights, state_from_bytes, weights_to_bytes
+    from agents.finetune import inference_weights, load_state, save_weights
 
     store = open_store(store_url)
-    state = state_from_bytes(store.get_bytes(state_key))
+    state = read_safetensors(store, state_key, load_state)
     key = store.new_key("checkpoints", ".safetensors")
-    return store.put_bytes(key, weights_to_bytes(inference_weights(state), dict(state.meta)),
+    return put_safetensors(store, key,
+                           lambda path: save_weights(inference_weights(state), path, dict(state.meta)),
                            provenance("checkpoint", ctx, parents=[state_key],
                                       stage="weights", step=state.step))
 
