@@ -33,12 +33,17 @@ class Runtime:
     def for_profile(cls, profile: Profile) -> "Runtime":
         import torch
 
-        device = profile.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         if profile.threads is not None and torch.get_num_threads() != profile.threads:
             torch.set_num_threads(profile.threads)  # process-wide: one profile per worker
-        dtype = profile.dtype
+        return cls.of(profile.device, profile.dtype)
+
+    @classmethod
+    def of(cls, device: str, dtype: str) -> "Runtime":
+        """``auto`` resolved to ``cuda`` where there is one, float16 on a CPU made float32."""
+        import torch
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu" and dtype == "float16":
             dtype = "float32"  # half-precision kernels are missing or very slow on CPU
         return cls(device=device, dtype=dtype)
