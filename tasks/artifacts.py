@@ -21,6 +21,7 @@ class RunContext(BaseModel, frozen=True):
     profile: str
     prompt: str | None = None
     enhanced_prompt: str | None = None
+    instruction: str | None = None  # an edit's instruction: video models' text when no prompt
 
 
 class VideoArtifact(BaseModel, frozen=True):

@@ -66,6 +66,30 @@ def on_gpu(fn):
     return guarded
 
 
+_SAID: set[tuple] = set()  # (flow run, note): what video_text already logged
+
+
+def video_text(agent, ctx: RunContext) -> tuple[str | None, dict]:
+    """The text a video agent is called with — the enhanced prompt, the prompt, an edit's
+    instruction, else the agent's stated default (none for models without text, e.g. SVD) —
+    and the provenance fields that record it. Where that is not the user's prompt, the run's
+    log says so once."""
+    from prefect import get_run_logger
+    from prefect.runtime import flow_run
+
+    wanted = ctx.enhanced_prompt or ctx.prompt
+    text, note = agent.text_for(wanted or ctx.instruction)
+    if wanted is None and text is not None and text == ctx.instruction:
+        note = f"no prompt: {agent.spec.pipeline} is given the edit instruction {text!r}"
+    said = {"video_text": text}
+    if note is not None:
+        said["video_text_note"] = note
+        if (flow_run.id, note) not in _SAID:
+            _SAID.add((flow_run.id, note))
+            get_run_logger().warning(note)
+    return text, said
+
+
 @task(name="enhance-prompt", retries=2, retry_delay_seconds=5,
       retry_condition_fn=_transient, **CACHED)
 def enhance_prompt(profile: Profile, prompt: str) -> str:
@@ -100,10 +124,11 @@ def image_to_video(profile: Profile, store_url: str, ctx: RunContext, image_key:
                    seed: int, segment: int = 0) -> VideoArtifact:
     agent = agents_for(profile).image_to_video
     store = open_store(store_url)
-    frames = agent(load_image(store, image_key), ctx.enhanced_prompt or ctx.prompt, seed)
+    text, said = video_text(agent, ctx)
+    frames = agent(load_image(store, image_key), text, seed)
     return save_video(store, media.images_to_array(frames), float(profile.image_to_video.fps),
                       provenance("video", ctx, seed, [agent.model_ref], [image_key],
-                                 stage="clip", segment=segment))
+                                 stage="clip", segment=segment, **said))
 
 
 @task(name="last-frame", **CACHED)
@@ -144,10 +169,12 @@ def connect(profile: Profile, store_url: str, ctx: RunContext, before: VideoArti
     store = open_store(store_url)
     first = media.array_to_image(load_frames(store, before.frames_key)[0][-1])
     last = media.array_to_image(load_frames(store, after.frames_key)[0][0])
-    frames = agent(first, last, ctx.enhanced_prompt or ctx.prompt, seed)
+    text, said = video_text(agent, ctx)
+    frames = agent(first, last, text, seed)
     return save_video(store, media.images_to_array(frames), float(profile.connector.fps),
                       provenance("video", ctx, seed, [agent.model_ref],
-                                 [before.frames_key, after.frames_key], stage="transition"))
+                                 [before.frames_key, after.frames_key], stage="transition",
+                                 **said))
 
 
 @task(name="seam-drift", **CACHED)
