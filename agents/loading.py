@@ -140,7 +140,7 @@ def model_key(spec: PipelineSpec, weights: str, runtime: Runtime) -> tuple:
     """What makes two loads of a model the same. The placement options are part of it: they
     change the shared modules (hooks, VAE tiling, attention processors)."""
     return ("pipelines", weights, spec.revision, spec.variant, runtime.device, runtime.dtype,
-            spec.offload, spec.vae_slicing, spec.vae_tiling, spec.attention_slicing)
+            spec.offload, spec.vae_slicing, spec.vae_tiling, spec.attention_slicing, spec.without)
 
 
 class PipelineFamily:
@@ -226,6 +226,7 @@ def _from_pretrained(spec: PipelineSpec, weights: str, runtime: Runtime, **compo
             dtype=runtime.torch_dtype,
             # Never unpickle weights unless the operator opted in (None: prefer safetensors).
             use_safetensors=None if pickle_allowed() else True,
+            **{name: None for name in spec.without},
             **components,
         )
     except (OSError, ValueError, EnvironmentError) as exc:

@@ -51,6 +51,7 @@ class Published:
     components: dict[str, dict[str, Any]]
     sources: tuple[str, ...]
     note: str = ""
+    without: tuple[str, ...] = ()  # components left out of the build (loaded as None)
 
 
 # CLIP text towers of SD3 (and SDXL): ViT-L/14's (OpenAI) and OpenCLIP ViT-bigG/14's.
@@ -97,6 +98,7 @@ PUBLISHED: dict[str, Published] = {
                                "vae/config.json", "text_encoder/config.json", "text_encoder_2/config.json"),
                  "diffusers scripts/convert_sd3_to_diffusers.py (the same transformer/VAE values)"),
         note="text_encoder_3 (T5-XXL) dropped, as StableDiffusion3Pipeline allows: T5 rows are zeros",
+        without=("text_encoder_3", "tokenizer_3"),
     ),
     "stabilityai/stable-video-diffusion-img2vid-xt": Published(
         pipeline="StableVideoDiffusionPipeline",
@@ -253,6 +255,8 @@ def build_random_profile(profile: str, dtype: str | None = None, max_gb: float =
         if result.folder is not None:
             data[role]["model"] = str(result.folder)
             data[role].pop("variant", None)  # saved without a variant suffix
+            if without := PUBLISHED[result.model].without:
+                data[role]["without"] = list(without)
     path = profile_path(prof.name, home)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# Written by `mora models build-random`: random weights, outputs are noise.\n"

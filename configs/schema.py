@@ -39,6 +39,8 @@ class PipelineSpec(_Strict):
     vae_tiling: bool = False
     attention_slicing: bool = False
     call_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra pipeline kwargs")
+    without: tuple[str, ...] = Field(default=(), description="components loaded as None, e.g. "
+                                     "SD3 without T5-XXL: [text_encoder_3, tokenizer_3]")
 
 
 class PromptSpec(_Strict):

@@ -250,3 +250,16 @@ def test_published_architectures_have_the_published_sizes():
     assert round(billions("stabilityai/stable-video-diffusion-img2vid-xt", "unet"), 3) == 1.525
     assert round(billions("stabilityai/stable-diffusion-xl-base-1.0", "unet"), 2) == 2.57
     assert round(billions("timbrooks/instruct-pix2pix", "unet"), 2) == 0.86
+
+
+def test_a_profile_can_load_sd3_without_t5():
+    """What the real-size random SD3 needs (built without T5-XXL): `without` loads components as None."""
+    from agents.cache import ModelCache
+    from agents.loading import Runtime, load_pipeline
+    from configs import load_profile
+
+    spec = load_profile("tiny").text_to_image.model_copy(update={"without": ("text_encoder_3", "tokenizer_3")})
+    pipe = load_pipeline(spec, Runtime(device="cpu", dtype="float32"), ModelCache())
+    assert pipe.text_encoder_3 is None and pipe.tokenizer_3 is None and pipe.text_encoder is not None
+    image = pipe("a cat", height=64, width=64, num_inference_steps=1, output_type="pil").images[0]
+    assert image.size == (64, 64)
