@@ -68,7 +68,7 @@ def _profile(name: str, device: str, dtype: str, offload: str, **sizes):
     from configs import load_profile
 
     prof = load_profile(name)
-    update = {"device": device, "dtype": dtype, "threads": None}
+    update = {"device": device, "dtype": dtype, "threads": None if device.startswith("cuda") else 1}
     roles = {}
     for role in ("text_to_image", "image_to_image", "image_to_video", "connector"):
         roles[role] = getattr(prof, role).model_copy(update={"offload": offload, **sizes.get(role, {})})
@@ -131,8 +131,8 @@ def tiny_finetune_on_device(device: str, dtype: str) -> None:
         frames = np.random.default_rng(0).integers(0, 256, (9, 64, 64, 3), dtype=np.uint8)
         sample = ft.TrainingSample("a kite", Image.fromarray(frames[0]), frames, fps=8)
         spec = FinetuneSpec(target="image_to_video", **{**TINY_DEFAULTS, "batch_size": 1, "max_steps": 2,
-                                                        "checkpoint_every": 2}, method="lora", lora_rank=4,
-                            modulation="random", learning_rate=1e-2)
+                                                        "checkpoint_every": 2, "method": "lora", "lora_rank": 4,
+                                                        "modulation": "random", "learning_rate": 1e-2})
         seconds, (state, losses) = _timed(
             lambda: ft.finetune(pipe, spec, [sample], until_step=2, device=agent.runtime.device), device)
     finally:
@@ -181,16 +181,17 @@ def real_size(device: str, steps: int, profiles: list[str]) -> None:
             from agents.loading import Runtime
 
             MODEL_CACHE.get(model_key(spec, spec.model, Runtime.of(device, "bfloat16")), lambda: PipelineFamily(pipe))
+            # A one-step plain call warms the kernels up, then Mora's call and the plain one.
             if role == "text_to_image":
-                agent(prompt, 0)  # warm-up
+                args = agent.call_args(prompt=prompt)
+                pipe(**{**args, "num_inference_steps": 1}, generator=agent.generator(0))
                 mora, frame = _timed(lambda: agent(prompt, 1), device)
-                plain, _ = _timed(lambda: pipe(**agent.call_args(prompt=prompt), generator=agent.generator(1)), device)
             else:
-                agent(frame, prompt, 0)
-                mora, _ = _timed(lambda: agent(frame, prompt, 1), device)
                 image = frame.convert("RGB").resize((spec.width, spec.height))
-                plain, _ = _timed(lambda: pipe(**agent.call_args(image=image, prompt=agent.text_for(prompt)[0]),
-                                               generator=agent.generator(1)), device)
+                args = agent.call_args(image=image, prompt=agent.text_for(prompt)[0])
+                pipe(**{**args, "num_inference_steps": 1}, generator=agent.generator(0))
+                mora, _ = _timed(lambda: agent(frame, prompt, 1), device)
+            plain, _ = _timed(lambda: pipe(**args, generator=agent.generator(1)), device)
             full = getattr(base, role).steps
             ROWS.append((f"{name} {role} {spec.width}x{spec.height}" + (f"x{spec.num_frames}" if spec.num_frames else ""),
                          f"{spec.steps} of {full} steps (build {build_s:.0f} s)",

@@ -263,3 +263,22 @@ def test_a_profile_can_load_sd3_without_t5():
     assert pipe.text_encoder_3 is None and pipe.tokenizer_3 is None and pipe.text_encoder is not None
     image = pipe("a cat", height=64, width=64, num_inference_steps=1, output_type="pil").images[0]
     assert image.size == (64, 64)
+
+
+def test_random_weights_are_said_in_provenance_and_on_the_command_line(tmp_path, capsys):
+    from agents.image_to_video import ImageToVideoAgent
+    from agents.loading import Runtime
+    from agents.random_weights import MARKER, is_random
+    from configs import load_profile
+    from mora import cli
+
+    folder = tmp_path / "svd"
+    folder.mkdir()
+    (folder / MARKER).write_text('{"weights": "random weights"}')
+    is_random.cache_clear()
+    prof = load_profile("tiny")
+    prof = prof.model_copy(update={"image_to_video": prof.image_to_video.model_copy(update={"model": str(folder)})})
+    agent = ImageToVideoAgent(prof.image_to_video, Runtime(device="cpu", dtype="float32"))
+    assert agent.model_ref["revision"] == "random weights"
+    cli._check_models(prof, ("text_to_image", "image_to_video"))
+    assert "runs on random weights: outputs are noise" in capsys.readouterr().err
