@@ -6,8 +6,9 @@ stage, one model family resident at a time (freed between stages).
     .venv/bin/mora models build-random sd3-svd            # once: ~10 GB under $MORA_HOME/random
     .venv/bin/python benchmarks/bench_real_size.py [--size 128] [--frames 4] [--steps 2]
 
-The models load in bf16 (the profile's fp16 would run as fp32 on a CPU: twice the memory). The
-fine-tuning goal: peak RSS ≤ 1.5 × the bf16 weights of the models it loads (SVD-XT: UNet, VAE,
+The models load in bf16 by default (the profile's fp16 would run as fp32 on a CPU: twice the
+memory); ``--dtype float32`` where the CPU lacks native bf16 (its bf16 convolutions are ~100x
+slower than fp32), at twice the memory. The fine-tuning goal: peak RSS ≤ 1.5 × the bf16 weights of the models it loads (SVD-XT: UNet, VAE,
 image encoder) plus the activations at this resolution. Outputs are noise: the figures are
 seconds and bytes, not quality.
 """
@@ -63,6 +64,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=4, help="SVD frames per video")
     parser.add_argument("--steps", type=int, default=2, help="denoising steps per agent")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                        help="bf16 halves the memory; on CPUs without native bf16 its convolutions run "
+                             "~100x slower than fp32 (float32 then keeps the dry run to minutes)")
     args = parser.parse_args()
 
     import numpy as np
@@ -73,7 +77,7 @@ def main() -> None:
     from agents.cache import MODEL_CACHE
     from agents.finetune import TrainingSample, finetune, inference_weights, load_state, save_state
     from agents.judges import MetricCache, MetricJudge
-    from agents.random_weights import build_random_profile, profile_path
+    from agents.random_weights import build_random_profile
     from agents.registry import agents_for
     from configs import load_profile
     from configs.finetune import PAPER_DEFAULTS, FinetuneSpec
@@ -82,14 +86,14 @@ def main() -> None:
 
     stages = Stages()
     print(f"# real-size dry run: sd3-svd, random weights, {args.size}x{args.size}, "
-          f"{args.frames} frames, {args.steps} steps, bf16, {args.threads} threads", flush=True)
+          f"{args.frames} frames, {args.steps} steps, {args.dtype}, {args.threads} threads", flush=True)
     path, built = stages.run("build-random (or find) sd3-svd", lambda: build_random_profile("sd3-svd"))
     for result in built:
         print(f"    {result.model}: {result.reason}")
 
     # The built profile at this machine's scale: CPU, bf16, small frames, few steps, no offload.
     data = yaml.safe_load(Path(path).read_text())
-    data.update(name="sd3-svd-random-cpu", device="cpu", dtype="bfloat16", threads=args.threads)
+    data.update(name="sd3-svd-random-cpu", device="cpu", dtype=args.dtype, threads=args.threads)
     for role in ("text_to_image", "image_to_image", "image_to_video", "connector"):
         data[role].update(height=args.size, width=args.size, steps=args.steps, offload="none")
     data["image_to_video"].update(num_frames=args.frames)
@@ -121,9 +125,13 @@ def main() -> None:
     state, losses = stages.run("LoRA fine-tuning chunk (1 step, SVD-XT UNet)",
                                lambda: finetune(pipe, spec, [sample], until_step=1, device="cpu"))
     finetune_peak = stages.rows[-1][2]
-    folder = Path(tempfile.mkdtemp(prefix="mora-real-size-ckpt-"))
-    stages.run("checkpoint write + read (safetensors, streamed)",
-               lambda: load_state(save_state(state, folder / "state.safetensors") or folder / "state.safetensors"))
+    checkpoint = Path(tempfile.mkdtemp(prefix="mora-real-size-ckpt-")) / "state.safetensors"
+
+    def write_and_read():
+        save_state(state, checkpoint)
+        return load_state(checkpoint)
+
+    stages.run("checkpoint write + read (safetensors, streamed)", write_and_read)
     weights = inference_weights(state)
     del state
     gc.collect()
@@ -146,11 +154,11 @@ def main() -> None:
     for name, seconds, peak, _ in stages.rows:
         print(f"| {name} | {seconds:.1f} | {peak:.0f} |")
     goal = 1.5 * weights_gib * 1024
-    print(f"SVD-XT weights loaded (bf16): {weights_gib:.2f} GiB; fine-tuning peak {finetune_peak:.0f} MiB "
+    print(f"SVD-XT weights loaded ({args.dtype}): {weights_gib:.2f} GiB; fine-tuning peak {finetune_peak:.0f} MiB "
           f"= {finetune_peak / (weights_gib * 1024):.2f} x weights (goal <= 1.5 x + activations: "
           f"{goal:.0f} MiB + activations); loss {losses[0]:.4f}; held-out score {score:.4f}")
     print(f"reproduce: .venv/bin/python benchmarks/bench_real_size.py --size {args.size} "
-          f"--frames {args.frames} --steps {args.steps} --threads {args.threads}")
+          f"--frames {args.frames} --steps {args.steps} --threads {args.threads} --dtype {args.dtype}")
 
 
 if __name__ == "__main__":
