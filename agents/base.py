@@ -17,6 +17,11 @@ from configs.schema import PipelineSpec
 from mora.errors import MoraError
 
 
+#: What a text-conditioned video model (Wan) is given when a run has no prompt and no other
+#: text to fall back on (an edit's instruction, an enhanced prompt): neutral, content-free.
+NEUTRAL_VIDEO_PROMPT = "a natural continuation of the scene with smooth, steady motion"
+
+
 @dataclass(frozen=True)
 class FinetunedWeights:
     """Fine-tuned weights to sample with: ``key`` names them (a store key), ``load`` fetches them."""
@@ -60,10 +65,25 @@ class PipelineAgent:
 
     @property
     def model_ref(self) -> dict[str, str | None]:
-        revision = self.spec.revision
+        from agents.random_weights import is_random
+
+        revision = "random weights" if is_random(self.spec.model) else self.spec.revision
         if self.weights is not None:
             revision = f"{revision or 'base'}+finetuned:{self.weights.key}"
         return {"id": self.spec.model, "revision": revision, "role": type(self).__name__}
+
+    def text_for(self, prompt: str | None) -> tuple[str | None, str | None]:
+        """The text this pipeline is called with, and a note for the user where it is not
+        ``prompt``: a model that takes no text (SVD) gets none; a text-conditioned one (Wan)
+        without a prompt gets :data:`NEUTRAL_VIDEO_PROMPT` (Wan cannot run without text)."""
+        given = prompt if prompt and prompt.strip() else None
+        if "prompt" not in self.accepted:
+            return None, (None if given is None else
+                          f"{self.spec.pipeline} takes no text: the prompt is not used")
+        if given is None:
+            return NEUTRAL_VIDEO_PROMPT, (f"no prompt: {self.spec.pipeline} is given the default "
+                                          f"text {NEUTRAL_VIDEO_PROMPT!r}")
+        return given, None
 
     def generator(self, seed: int):
         import torch

@@ -27,4 +27,4 @@ class ConnectorAgent(PipelineAgent):
         size = (self.spec.width, self.spec.height)
         first, last = first.convert("RGB").resize(size), last.convert("RGB").resize(size)
         # 3. Generate the transition between them.
-        return first_video(self.run(seed, image=first, last_image=last, prompt=prompt or ""))
+        return first_video(self.run(seed, image=first, last_image=last, prompt=self.text_for(prompt)[0]))

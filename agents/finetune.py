@@ -7,10 +7,15 @@ everything needed to continue exactly where it stopped, so a round can train in
 checkpoint-sized chunks (each a cached task): ``finetune(until_step=8)`` gives the same weights
 as ``finetune(until_step=4)`` followed by ``finetune(start=state, until_step=8)``.
 
-The pipeline is never modified: training runs on a deep copy of its denoiser (made fp32), and
-the frozen parts (VAE, text and image encoders) are only called under ``no_grad``. The weights
-sampling uses come from :func:`inference_weights` and are loaded into a pipeline the caller
-owns (a fresh ``from_pretrained``, not the process-wide cache) by :func:`apply_weights`.
+The pipeline is never modified and keeps its placement: training runs on the profile's device
+(``finetune(device=…)``, whatever the pipeline's offload setting) on a new module holding the
+denoiser's weights without the pipeline's offload hooks (fp32 copies for full fine-tuning; for
+LoRA the frozen base stays in the profile's dtype and only the adapters, the modulation, the
+optimizer state and the EMA are fp32), and the frozen parts (VAE, text and image encoders) are
+only called under ``no_grad``. The weights sampling uses come from :func:`inference_weights` and
+are loaded into a pipeline the caller owns (a fresh ``from_pretrained``, not the process-wide
+cache) by :func:`apply_weights`. Checkpoints stream to and from safetensors files
+(:func:`save_state`, :func:`load_state`): no whole-file bytes object.
 
 Losses, per family
 ------------------
@@ -51,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -65,7 +71,6 @@ from agents.modulation import (
     family_of,
     install,
     layout_of,
-    strip_hooks,
     uninstall,
 )
 from configs.finetune import FinetuneSpec
@@ -125,6 +130,7 @@ def finetune(
     until_step: int,
     on_step: Callable[[int, float, float], None] | None = None,
     modulation: ModulationEmbedding | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[TrainState, list[float]]:
     """Train from ``start`` (or fresh from ``pipe``'s weights) up to ``until_step`` optimizer steps.
 
@@ -132,7 +138,9 @@ def finetune(
     modulation_factor)`` is called after each step (factor 0.0 when modulation is off).
     ``modulation`` overrides the spec's initialisation on a fresh start (e.g. SVD's special token
     from a paired CLIP text tower, see :meth:`ModulationEmbedding.create`). ``pipe`` is not
-    modified.
+    modified and keeps its placement (offload hooks included). ``device``: where training runs
+    (the profile's device, e.g. ``cuda`` while model offload keeps the pipeline's weights on the
+    CPU between calls); None: the pipeline's execution device.
     """
     family = family_of(pipe)
     _check_spec(spec, family, pipe)
@@ -145,10 +153,10 @@ def finetune(
     if until_step == start_step and start is not None:
         return start, []
 
-    base = denoiser_of(pipe)
-    device = _device_of(base)
-    denoiser = _training_copy(base)
+    device = torch.device(device) if device is not None else torch.device(pipe._execution_device)
+    denoiser = _training_copy(denoiser_of(pipe), device, spec)
     named = _trainable(denoiser, spec)
+    frozen_dtype = _frozen_dtype(denoiser)
     mod = _initial_modulation(pipe, spec, start, modulation, family)
     if mod is not None:
         mod = mod.to(device)
@@ -172,7 +180,9 @@ def finetune(
         if start is not None:
             ema.shadow_params = [start.tensors[f"ema/{name}"].to(device).clone() for name, _ in named]
             ema.optimization_step = start_step
-    amp_dtype = autocast_dtype(spec, device)
+    # A frozen base kept in bf16/fp16 (LoRA) computes in its dtype even where the spec asks for
+    # no mixed precision; the trainable parameters stay fp32 (peft casts the adapters' inputs).
+    amp_dtype = autocast_dtype(spec, device) or frozen_dtype
     scaler = _grad_scaler(amp_dtype, device, start)
 
     trainer = _TRAINERS[family](pipe, spec, device)
@@ -265,6 +275,52 @@ def apply_weights(pipe: Any, weights: dict[str, torch.Tensor]) -> None:
         install(denoiser, mod.to(_device_of(denoiser)).requires_grad_(False))
     else:
         uninstall(denoiser)
+
+
+def save_state(state: TrainState, path: str | os.PathLike) -> None:
+    """Write the state to a safetensors file, tensor by tensor (never the whole file in memory);
+    step and metadata go into the safetensors header."""
+    from safetensors.torch import save_file
+
+    meta = {**state.meta, "format": STATE_FORMAT, "step": str(int(state.step))}
+    save_file(_contiguous(state.tensors), os.fspath(path), metadata=meta)
+
+
+def load_state(path: str | os.PathLike) -> TrainState:
+    """Inverse of :func:`save_state`, read tensor by tensor (safetensors only: nothing is unpickled)."""
+    meta, tensors = _read_safetensors(path, STATE_FORMAT, "not a Mora fine-tuning state")
+    step = int(meta.pop("step"))
+    return TrainState(step=step, tensors=tensors, meta=meta)
+
+
+def save_weights(weights: dict[str, torch.Tensor], path: str | os.PathLike,
+                 meta: dict[str, str] | None = None) -> None:
+    """Inference weights (:func:`inference_weights`) to a safetensors file, tensor by tensor."""
+    from safetensors.torch import save_file
+
+    save_file(_contiguous(weights), os.fspath(path), metadata={**(meta or {}), "format": WEIGHTS_FORMAT})
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`save_weights`."""
+    return _read_safetensors(path, WEIGHTS_FORMAT, "not Mora fine-tuned weights")[1]
+
+
+def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def _read_safetensors(path, fmt: str, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            if meta.pop("format", None) != fmt:
+                raise MoraError(f"{what} (safetensors metadata 'format' is missing or different)")
+            return meta, {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError:
+        raise MoraError(f"{what}: not a safetensors file") from None
 
 
 def state_to_bytes(state: TrainState) -> bytes:
@@ -389,21 +445,49 @@ def _device_of(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _training_copy(base: torch.nn.Module) -> torch.nn.Module:
-    """A deep fp32 copy of the pipeline's denoiser with every parameter frozen (and no hooks)."""
-    denoiser = copy.deepcopy(base)
-    strip_hooks(denoiser)
-    if any(p.dtype != torch.float32 for p in denoiser.parameters()):
-        from diffusers.utils import logging as dlog
+def _training_copy(base: torch.nn.Module, device: torch.device, spec: FinetuneSpec) -> torch.nn.Module:
+    """The denoiser training runs on: a new module of ``base``'s class and config on ``device``,
+    every parameter frozen, without the pipeline's accelerate offload hooks or modulation hook.
 
-        previous = dlog.get_verbosity()
-        dlog.set_verbosity_error()  # "modules that should be kept in float32": all of it goes to fp32
-        try:
-            denoiser.to(torch.float32)
-        finally:
-            dlog.set_verbosity(previous)
+    Full fine-tuning gets fp32 copies of the weights (one tensor at a time: no second fp32 model
+    in memory). LoRA leaves the frozen weights in the dtype they were loaded in (the profile's;
+    modules a model keeps in fp32 stay so) and copies them only to move them to ``device``: on
+    the same device they are the pipeline's own tensors, which frozen training never writes.
+    Under sequential offload the pipeline's parameters are placeholders on the ``meta`` device;
+    accelerate gathers their values from the hooks' weight maps.
+    """
+    from accelerate import init_empty_weights
+
+    if any(p.device.type == "meta" for p in base.parameters()):
+        from accelerate.utils.modeling import get_state_dict_offloaded_model
+
+        weights = get_state_dict_offloaded_model(base)
+    else:
+        weights = base.state_dict()
+    full = spec.method == "full"
+    with init_empty_weights():
+        denoiser = type(base).from_config(base.config)
+    for name in list(weights):
+        tensor = weights.pop(name)
+        if full:
+            dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+            weights[name] = tensor.to(device, dtype, copy=True)
+        else:
+            weights[name] = tensor.to(device)
+    denoiser.load_state_dict(weights, strict=True, assign=True)
+    del weights
+    denoiser.to(device)  # buffers outside the state dict (non-persistent ones)
     denoiser.requires_grad_(False)
     return denoiser
+
+
+def _frozen_dtype(denoiser: torch.nn.Module) -> torch.dtype | None:
+    """The reduced precision of the denoiser's frozen weights (LoRA on a bf16/fp16 base), or None."""
+    dtypes = {p.dtype for p in denoiser.parameters() if not p.requires_grad and p.is_floating_point()}
+    for dtype in (torch.bfloat16, torch.float16):
+        if dtype in dtypes:
+            return dtype
+    return None
 
 
 def _trainable(denoiser: torch.nn.Module, spec: FinetuneSpec) -> list[tuple[str, torch.nn.Parameter]]:
@@ -418,6 +502,13 @@ def _trainable(denoiser: torch.nn.Module, spec: FinetuneSpec) -> list[tuple[str,
     named = [(n, p) for n, p in denoiser.named_parameters() if ".lora_" in n]
     if not named:
         raise MoraError(f"no LoRA target ({', '.join(LORA_TARGETS)}) in {type(denoiser).__name__}")
+    # peft gives the adapters the base layer's dtype; they train in fp32 over a bf16/fp16 base.
+    from diffusers.training_utils import cast_training_params
+
+    for _, p in named:
+        p.requires_grad_(True)
+    cast_training_params(denoiser, dtype=torch.float32)
+    named = [(n, p) for n, p in denoiser.named_parameters() if ".lora_" in n]
     # Re-draw peft's gaussian init (A ~ N(0, 1/r), B = 0) from a CPU generator: same on any device.
     generator = torch.Generator(device="cpu").manual_seed(_seed(spec.seed, 2))
     with torch.no_grad():
@@ -516,13 +607,14 @@ def _batch_indices(spec: FinetuneSpec, n: int, step: int, micro: int) -> list[in
 def _collect_state(step, named, optimizer, ema, scaler, spec, family, pipe, mod) -> TrainState:
     tensors: dict[str, torch.Tensor] = {}
     for i, (name, p) in enumerate(named):
-        tensors[f"param/{name}"] = p.detach().cpu().clone()
+        # No clones: the training copy, the optimizer and the EMA end with this call.
+        tensors[f"param/{name}"] = p.detach().cpu()
         state = optimizer.state.get(p, {})
         for key in ("exp_avg", "exp_avg_sq", "step"):
             if key in state:
-                tensors[f"adam/{name}/{key}"] = torch.as_tensor(state[key]).detach().cpu().clone()
+                tensors[f"adam/{name}/{key}"] = torch.as_tensor(state[key]).detach().cpu()
         if ema is not None:
-            tensors[f"ema/{name}"] = ema.shadow_params[i].detach().cpu().clone()
+            tensors[f"ema/{name}"] = ema.shadow_params[i].detach().cpu()
     if scaler is not None:
         tensors["amp/scale"] = torch.tensor(float(scaler.get_scale()))
         tensors["amp/growth_tracker"] = torch.tensor(int(scaler.state_dict().get("_growth_tracker", 0)))

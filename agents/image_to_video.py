@@ -45,8 +45,9 @@ class ImageToVideoAgent(PipelineAgent):
         self.check_inputs(image, seed)
         # 2. Conform the first frame to the profile's size.
         image = image.convert("RGB").resize((self.spec.width, self.spec.height))
-        # 3. Animate; text goes in only where the model takes it (SVD does not).
-        return first_video(self.run(seed, image=image, prompt=prompt))
+        # 3. Animate; text goes in only where the model takes it (SVD does not; Wan without a
+        #    prompt gets a neutral default, see PipelineAgent.text_for).
+        return first_video(self.run(seed, image=image, prompt=self.text_for(prompt)[0]))
 
     def batch(self, images: list["Image"], prompt: str | None, seeds: list[int],
               exact: bool = True) -> list[list["Image"]]:
@@ -62,6 +63,7 @@ class ImageToVideoAgent(PipelineAgent):
         size = (self.spec.width, self.spec.height)
         images = [image.convert("RGB").resize(size) for image in images]
         # 3. Animate them all in one call, or one by one.
+        prompt = self.text_for(prompt)[0]
         result = self.run_batch(list(seeds), exact, image=images, prompt=prompt)
         if result is None:
             return [first_video(self.run(seed, image=image, prompt=prompt))

@@ -33,12 +33,17 @@ class Runtime:
     def for_profile(cls, profile: Profile) -> "Runtime":
         import torch
 
-        device = profile.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         if profile.threads is not None and torch.get_num_threads() != profile.threads:
             torch.set_num_threads(profile.threads)  # process-wide: one profile per worker
-        dtype = profile.dtype
+        return cls.of(profile.device, profile.dtype)
+
+    @classmethod
+    def of(cls, device: str, dtype: str) -> "Runtime":
+        """``auto`` resolved to ``cuda`` where there is one, float16 on a CPU made float32."""
+        import torch
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu" and dtype == "float16":
             dtype = "float32"  # half-precision kernels are missing or very slow on CPU
         return cls(device=device, dtype=dtype)
@@ -135,7 +140,7 @@ def model_key(spec: PipelineSpec, weights: str, runtime: Runtime) -> tuple:
     """What makes two loads of a model the same. The placement options are part of it: they
     change the shared modules (hooks, VAE tiling, attention processors)."""
     return ("pipelines", weights, spec.revision, spec.variant, runtime.device, runtime.dtype,
-            spec.offload, spec.vae_slicing, spec.vae_tiling, spec.attention_slicing)
+            spec.offload, spec.vae_slicing, spec.vae_tiling, spec.attention_slicing, spec.without)
 
 
 class PipelineFamily:
@@ -221,6 +226,7 @@ def _from_pretrained(spec: PipelineSpec, weights: str, runtime: Runtime, **compo
             dtype=runtime.torch_dtype,
             # Never unpickle weights unless the operator opted in (None: prefer safetensors).
             use_safetensors=None if pickle_allowed() else True,
+            **{name: None for name in spec.without},
             **components,
         )
     except (OSError, ValueError, EnvironmentError) as exc:

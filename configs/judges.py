@@ -40,6 +40,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from configs.schema import Device, Dtype
+
 JudgeBackend = Literal["metrics", "openai", "transformers"]
 JudgeArch = Literal["qwen2_vl", "llava_onevision"]
 
@@ -94,6 +96,13 @@ class JudgeSpec(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0.0)
     arch: JudgeArch | None = Field(default=None, description="transformers backend: model family "
                                    "(None: read from the checkpoint's config.json)")
+    device: Device | None = Field(default=None, description="transformers backend: where the model "
+                                  "runs (None: the runtime it is given, else cpu)")
+    dtype: Dtype | None = Field(default=None, description="transformers backend: its precision "
+                                "(None: the runtime's, else float32; float16 on a CPU runs float32)")
+    structured_output: bool = Field(default=True, description="openai backend: ask for the ranking "
+                                    "as JSON against a schema (response_format); endpoints without it "
+                                    "are asked again in free text")
 
     @field_validator("weights")
     @classmethod
@@ -119,6 +128,8 @@ class JudgeSpec(BaseModel):
             raise ValueError("judge backend 'openai' needs base_url and model")
         if self.backend == "transformers" and not self.model:
             raise ValueError("judge backend 'transformers' needs model")
+        if self.backend != "transformers" and (self.device is not None or self.dtype is not None):
+            raise ValueError(f"device and dtype are for the transformers backend, not {self.backend!r}")
         return self
 
     def weights_for(self, criterion_id: int) -> dict[str, float]:

@@ -45,6 +45,8 @@ class PipelineSpec(_Strict):
     finetuned: str | None = Field(default=None, max_length=1000, pattern=WEIGHTS_REF_PATTERN,
                                   description="fine-tuned weights this agent samples with: "
                                   "round:<round id>, store://<key> or latest (see tasks/weights.py)")
+    without: tuple[str, ...] = Field(default=(), description="components loaded as None, e.g. "
+                                     "SD3 without T5-XXL: [text_encoder_3, tokenizer_3]")
 
 
 class PromptSpec(_Strict):

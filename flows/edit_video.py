@@ -31,6 +31,7 @@ def edit_video(
 ) -> EditVideoResult:
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
     prof, store_url, ctx = open_run(profile, store, "edit-video", prompt, weights)
+    ctx = ctx.model_copy(update={"instruction": instruction})  # the video's text without a prompt
 
     # 2. The user's video into the store.
     source = ingest_inputs(store_url, ctx, video=(video, "video"))["video"]

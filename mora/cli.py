@@ -82,6 +82,11 @@ def _check_models(prof, roles: tuple[str, ...]) -> None:
         check_weights_present(getattr(prof, role))
     if any(getattr(prof, role).model.startswith("tiny:") for role in roles):
         _check_mora_home()  # tiny models are built there on first use
+    from agents.random_weights import is_random
+
+    if any(is_random(getattr(prof, role).model) for role in roles):
+        console.print(f"note: profile {prof.name} runs on random weights: outputs are noise",
+                      markup=False, highlight=False)
 
 
 def _checked_store(url: Optional[str]) -> str:
@@ -626,6 +631,25 @@ def build_tiny(force: bool = typer.Option(False, "--force", help="rebuild even i
             ensure_tiny_model(name)
             out.print(f"tiny:{name}  {tiny_model_dir(name)}")
     out.print(f"tiny models ready in {mora_home() / 'tiny'}")
+
+
+@models_app.command("build-random")
+def build_random(
+    profile: str = typer.Argument(..., help="a GPU profile, e.g. sd3-svd"),
+    dtype: Optional[str] = typer.Option(None, help="weights dtype (default: the profile's)"),
+    max_gb: float = typer.Option(12.0, "--max-gb", help="skip models whose weights need more"),
+    force: bool = typer.Option(False, "--force", help="rebuild even if present"),
+) -> None:
+    """Build PROFILE's models at their published architectures with random weights (offline)."""
+    from agents.random_weights import build_random_profile
+
+    _check_mora_home()
+    shown = lambda r: out.print(f"{r.model}  {r.folder or '-'}  {r.reason}",  # noqa: E731
+                                markup=False, highlight=False, soft_wrap=True)
+    with console.status(f"building {profile} at real size with random weights…"):
+        path, _ = build_random_profile(profile, dtype, max_gb, force=force, on_model=shown)
+    out.print(f"random weights (outputs are noise): --profile {path}", markup=False,
+              highlight=False, soft_wrap=True)
 
 
 @models_app.command("list")

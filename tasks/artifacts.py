@@ -22,6 +22,7 @@ class RunContext(BaseModel, frozen=True):
     prompt: str | None = None
     enhanced_prompt: str | None = None
     weights: tuple[str, ...] = ()  # store keys of the fine-tuned checkpoints the run samples with
+    instruction: str | None = None  # an edit's instruction: video models' text when no prompt
 
 
 class VideoArtifact(BaseModel, frozen=True):
@@ -98,3 +99,21 @@ def save_video(store: Store, frames: np.ndarray, fps: float, prov: Provenance) -
 def load_frames(store: Store, key: str) -> tuple[np.ndarray, float]:
     suffix = "." + key.rsplit(".", 1)[-1]
     return media.decode_video(store.get_bytes(key), suffix, name=key)
+
+
+def put_safetensors(store: Store, key: str, write, prov: Provenance) -> str:
+    """Store what ``write(path)`` writes to a local safetensors file (checkpoints stream to disk
+    and on to the store: no whole-file bytes object)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="mora-checkpoint-") as folder:
+        path = Path(folder) / "data.safetensors"
+        write(path)
+        return store.put_file(key, path, prov)
+
+
+def read_safetensors(store: Store, key: str, read):
+    """``read(path)`` on a local copy of the stored file (the file itself in a local store)."""
+    with store.local_path(key) as path:
+        return read(path)

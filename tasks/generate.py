@@ -100,6 +100,28 @@ class GpuTask:
         raise MoraError(f"no mora worker finished task {self.task.name} within {timeout:g} s "
                         "(twice): start one per GPU with `mora worker`, or raise "
                         "MORA_GPU_TASK_TIMEOUT_S")
+_SAID: set[tuple] = set()  # (flow run, note): what video_text already logged
+
+
+def video_text(agent, ctx: RunContext) -> tuple[str | None, dict]:
+    """The text a video agent is called with — the enhanced prompt, the prompt, an edit's
+    instruction, else the agent's stated default (none for models without text, e.g. SVD) —
+    and the provenance fields that record it. Where that is not the user's prompt, the run's
+    log says so once."""
+    from prefect import get_run_logger
+    from prefect.runtime import flow_run
+
+    wanted = ctx.enhanced_prompt or ctx.prompt
+    text, note = agent.text_for(wanted or ctx.instruction)
+    if wanted is None and text is not None and text == ctx.instruction:
+        note = f"no prompt: {agent.spec.pipeline} is given the edit instruction {text!r}"
+    said = {"video_text": text}
+    if note is not None:
+        said["video_text_note"] = note
+        if (flow_run.id, note) not in _SAID:
+            _SAID.add((flow_run.id, note))
+            get_run_logger().warning(note)
+    return text, said
 
 
 @task(name="enhance-prompt", retries=2, retry_delay_seconds=5,
@@ -136,10 +158,11 @@ def _image_to_video(profile: Profile, store_url: str, ctx: RunContext, image_key
                    seed: int, segment: int = 0) -> VideoArtifact:
     agent = agents_with_weights(profile, store_url).image_to_video
     store = open_store(store_url)
-    frames = agent(load_image(store, image_key), ctx.enhanced_prompt or ctx.prompt, seed)
+    text, said = video_text(agent, ctx)
+    frames = agent(load_image(store, image_key), text, seed)
     return save_video(store, media.images_to_array(frames), float(profile.image_to_video.fps),
                       provenance("video", ctx, seed, [agent.model_ref], [image_key],
-                                 stage="clip", segment=segment))
+                                 stage="clip", segment=segment, **said))
 
 
 text_to_image, image_to_image = GpuTask(_text_to_image), GpuTask(_image_to_image)
@@ -184,10 +207,12 @@ def _connect(profile: Profile, store_url: str, ctx: RunContext, before: VideoArt
     store = open_store(store_url)
     first = media.array_to_image(load_frames(store, before.frames_key)[0][-1])
     last = media.array_to_image(load_frames(store, after.frames_key)[0][0])
-    frames = agent(first, last, ctx.enhanced_prompt or ctx.prompt, seed)
+    text, said = video_text(agent, ctx)
+    frames = agent(first, last, text, seed)
     return save_video(store, media.images_to_array(frames), float(profile.connector.fps),
                       provenance("video", ctx, seed, [agent.model_ref],
-                                 [before.frames_key, after.frames_key], stage="transition"))
+                                 [before.frames_key, after.frames_key], stage="transition",
+                                 **said))
 
 
 connect = GpuTask(_connect)

@@ -22,7 +22,7 @@ from configs.training import TrainingConfig
 from storage import open_store
 from tasks import media
 from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
-                             save_image, save_video)
+                             put_safetensors, read_safetensors, save_image, save_video)
 from tasks.generate import CACHED, ON_GPU, on_gpu
 from tasks.weights import agents_with_weights, with_checkpoint
 
@@ -190,7 +190,7 @@ def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
     (weights, modulation, EMA, optimizer) is checkpointed to the store as safetensors."""
     import pandas as pd
 
-    from agents.finetune import TrainingSample, finetune, state_from_bytes, state_to_bytes
+    from agents.finetune import TrainingSample, finetune, load_state, save_state
 
     store = open_store(store_url)
     rows = pd.concat([read_dataset(store_url, k) for k in dataset_keys], ignore_index=True)
@@ -205,13 +205,14 @@ def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
     agents = agents_for(profile)
     agent = agents.text_to_image if cfg.finetune.target == "text_to_image" else \
         agents.image_to_video
-    start = state_from_bytes(store.get_bytes(start_key)) if start_key else None
+    start = read_safetensors(store, start_key, load_state) if start_key else None
     factors: list[float] = []
+    # On the profile's device, whatever the pipeline's offload setting (it keeps its placement).
     state, losses = finetune(agent.pipe, cfg.finetune, samples, start=start,
-                             until_step=until_step,
+                             until_step=until_step, device=agent.runtime.device,
                              on_step=lambda step, loss, factor: factors.append(factor))
     key = store.new_key("checkpoints", ".safetensors")
-    store.put_bytes(key, state_to_bytes(state), provenance(
+    put_safetensors(store, key, lambda path: save_state(state, path), provenance(
         "checkpoint", ctx, models=[agent.model_ref], parents=[*dataset_keys,
                                                               *([start_key] if start_key else [])],
         stage="train-state", step=state.step, samples=len(samples)))
@@ -221,14 +222,15 @@ def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
 @task(name="export-weights", **CACHED)
 def export_weights(store_url: str, ctx: RunContext, state_key: str) -> str:
     """What sampling loads (EMA weights + modulation), as safetensors, beside the full state."""
-    from agents.finetune import inference_weights, state_from_bytes, weights_to_bytes
+    from agents.finetune import inference_weights, load_state, save_weights
 
     store = open_store(store_url)
-    state = state_from_bytes(store.get_bytes(state_key))
+    state = read_safetensors(store, state_key, load_state)
     models = [m.model_dump() for m in store.read_provenance(state_key).models]
     key = store.new_key("checkpoints", ".safetensors")
     # The model and the agent it was trained for: what tasks/weights.py checks a run against.
-    return store.put_bytes(key, weights_to_bytes(inference_weights(state), dict(state.meta)),
+    return put_safetensors(store, key,
+                           lambda path: save_weights(inference_weights(state), path, dict(state.meta)),
                            provenance("checkpoint", ctx, models=models, parents=[state_key],
                                       stage="weights", step=state.step,
                                       target=state.meta.get("target"),

@@ -27,6 +27,7 @@ from mora.errors import MoraError
 from storage import Store, open_store
 from storage.inputs import STORE_SCHEME
 from storage.store import key_problem
+from tasks.artifacts import read_safetensors
 
 TARGETS = ("text_to_image", "image_to_video")  # the agents the loop fine-tunes
 _ROLE_TARGETS = {"TextToImageAgent": "text_to_image", "ImageToVideoAgent": "image_to_video"}
@@ -47,9 +48,9 @@ class Checkpoint(BaseModel, frozen=True):
 
 def finetuned(store_url: str, key: str) -> FinetunedWeights:
     """The weights at ``key`` of the store, fetched when an agent first samples with them."""
-    from agents.finetune import weights_from_bytes
+    from agents.finetune import load_weights
 
-    return FinetunedWeights(key, lambda: weights_from_bytes(open_store(store_url).get_bytes(key)))
+    return FinetunedWeights(key, lambda: read_safetensors(open_store(store_url), key, load_weights))
 
 
 def round_reports(store: Store) -> list[dict]:

@@ -381,6 +381,11 @@ MODELS = [
     (["models", "build-tiny", "--bogus"], "error: No such option: --bogus"),
     (["models", "list", "--store", "ftp://host/x"], "error: store URL 'ftp://host/x' does not "
                                                    "parse"),
+    (["models", "build-random"], "error: Missing argument 'profile'"),
+    (["models", "build-random", "nope"], "error: unknown profile 'nope'"),
+    (["models", "build-random", "tiny"], "error: no published architecture recorded for 'tiny:sd3'"),
+    (["models", "build-random", "sd3-svd", "--dtype", "int8"], "error: dtype must be one of"),
+    (["models", "build-random", "sd3-svd", "--max-gb", "0"], "error: max-gb must be a positive"),
 ]
 
 SOP_COMMANDS = {  # a valid call of each SOP command, to give the bad stores to

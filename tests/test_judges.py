@@ -292,6 +292,7 @@ class _ChatServer:
         self.headers: list[dict] = []
         self.answer = "Ranking: 3 > 1 > 2 > 4"
         self.status = 200
+        self.refuse_response_format = False  # an endpoint without structured output
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -299,7 +300,10 @@ class _ChatServer:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests.append({"path": self.path, "body": json.loads(body)})
                 outer.headers.append(dict(self.headers))
-                if outer.status != 200:
+                if outer.refuse_response_format and "response_format" in outer.requests[-1]["body"]:
+                    payload = b'{"error": "response_format json_schema is not supported"}'
+                    self.send_response(400)
+                elif outer.status != 200:
                     payload = b'{"error": "overloaded"}'
                     self.send_response(outer.status)
                 else:
@@ -351,9 +355,11 @@ def test_openai_judge_sends_frames_and_parses_the_ranking(chat_server, candidate
     assert chat_server.headers[0]["Authorization"] == "Bearer sk-test"
     body = request["body"]
     assert body["model"] == "Qwen/Qwen2-VL-7B-Instruct" and body["temperature"] == 0.0
-    system, user = body["messages"]
-    assert system["role"] == "system" and "Ranking:" in system["content"]
-    parts = user["content"]
+    system, *users = body["messages"]
+    assert system["role"] == "system" and "JSON" in system["content"]
+    assert body["response_format"]["type"] == "json_schema"  # structured output first
+    assert {u["role"] for u in users} == {"user"} and len(users) == 1 + 4 + 1  # intro, a video each, closing
+    parts = [p for u in users for p in u["content"]]
     images = [p for p in parts if p["type"] == "image_url"]
     texts = " ".join(p["text"] for p in parts if p["type"] == "text")
     assert len(images) == 4 * 4  # C x frames_per_video
@@ -364,11 +370,10 @@ def test_openai_judge_sends_frames_and_parses_the_ranking(chat_server, candidate
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         assert max(Image.open(io.BytesIO(png)).size) <= 32
     assert CRITERIA[5] in texts and "a red kite over a beach" in texts
-    labels = [p["text"] for p in parts if p["type"] == "text" and p["text"].startswith("Video ")]
-    assert labels == ["Video 1:", "Video 2:", "Video 3:", "Video 4:"]
-    # each label is followed by that video's four frames
-    first = parts.index({"type": "text", "text": "Video 1:"})
-    assert [p["type"] for p in parts[first + 1:first + 5]] == ["image_url"] * 4
+    # each video's message: its label, then its four frames, nothing else
+    for i, user in enumerate(users[1:5], 1):
+        assert user["content"][0]["text"].startswith(f"Video {i}:")
+        assert [p["type"] for p in user["content"][1:]] == ["image_url"] * 4
 
 
 def test_openai_judge_garbage_answer_gives_no_ranking(chat_server, candidates):
@@ -376,7 +381,28 @@ def test_openai_judge_garbage_answer_gives_no_ranking(chat_server, candidates):
     j = make_judge(_openai_spec(chat_server.url, frames_per_video=2)).rank(
         [candidates["smooth"], candidates["static"]], FPS, "p", 1)
     assert j.ranking is None and j.raw == "These videos are all very nice!"
-    assert sum(p["type"] == "image_url" for p in chat_server.requests[0]["body"]["messages"][1]["content"]) == 4
+    assert sum(p["type"] == "image_url" for m in chat_server.requests[0]["body"]["messages"][1:]
+               for p in m["content"]) == 4
+
+
+def test_openai_judge_asks_for_json_and_falls_back_to_text(chat_server, candidates):
+    videos = [candidates["smooth"], candidates["static"]]
+    spec = _openai_spec(chat_server.url, frames_per_video=1)
+    chat_server.answer = '{"ranking": [2, 1]}'
+    assert make_judge(spec).rank(videos, FPS, "p", 1).ranking == [1, 0]
+    schema = chat_server.requests[0]["body"]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["ranking"]["minItems"] == schema["properties"]["ranking"]["maxItems"] == 2
+    # An endpoint without structured output is asked again in free text, then no more in JSON.
+    chat_server.refuse_response_format, chat_server.answer = True, "Ranking: 1 > 2"
+    judge = make_judge(spec)
+    assert judge.rank(videos, FPS, "p", 1).ranking == [0, 1] and len(chat_server.requests) == 3
+    last = chat_server.requests[-1]["body"]
+    assert "response_format" not in last and "Ranking:" in last["messages"][0]["content"]
+    judge.rank(videos, FPS, "p", 1)
+    assert len(chat_server.requests) == 4 and "response_format" not in chat_server.requests[-1]["body"]
+    plain = make_judge(spec.model_copy(update={"structured_output": False}))
+    assert plain.rank(videos, FPS, "p", 1).ranking == [0, 1]
+    assert "response_format" not in chat_server.requests[-1]["body"]
 
 
 def test_openai_judge_errors_are_one_line_and_name_the_endpoint(chat_server, candidates):

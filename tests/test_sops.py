@@ -71,6 +71,10 @@ def test_image_to_video_animates_the_users_image(local_store, tmp_path):
     # Not edited: the user's image is the first frame, stored once as an input artifact.
     assert result.first_frame_key == result.inputs[0] and frames_prov.parents == result.inputs
     assert frames_prov.enhanced_prompt == result.enhanced_prompt != "a kite over a beach"
+    # SVD takes no text: the provenance says the prompt was not used.
+    assert frames_prov.params["video_text"] is None
+    assert frames_prov.params["video_text_note"] == ("StableVideoDiffusionPipeline takes no text: "
+                                                     "the prompt is not used")
     input_prov = store.read_provenance(result.inputs[0])
     assert input_prov.params["source"] == image and input_prov.params["width"] == 48
     assert store.get_bytes(result.inputs[0]) == (tmp_path / "in.png").read_bytes()
@@ -263,3 +267,30 @@ def test_read_input_errors_are_one_line(local_store, tmp_path):
         with pytest.raises(MoraError, match=message):
             read_input(source, store, "video")
     assert not (tmp_path / "store").exists()
+
+
+def test_every_sop_runs_on_tiny_wan_without_a_prompt(local_store, tmp_path):
+    """Wan takes text and cannot run without it: a run with no prompt gives it the edit's
+    instruction or a stated neutral default, recorded in the video's provenance."""
+    from agents.base import NEUTRAL_VIDEO_PROMPT
+
+    write_video(tmp_path / "in.mp4", gradient())
+    video, store = str(tmp_path / "in.mp4"), open_store(local_store)
+    common = dict(profile="tiny-wan", store=local_store)
+    runs = {
+        "image-to-video": image_to_video(image=write_image(tmp_path / "in.png"), **common),
+        "extend-video": extend_video(video=video, **common),
+        "edit-video": edit_video(video=video, instruction="turn it to winter", **common),
+        "connect-videos": connect_videos(video_a=video, video_b=video, **common),
+        "digital-world": digital_world(video=video, **common),
+    }
+    for sop, result in runs.items():
+        clip = getattr(result, "transition", None) or (getattr(result, "new_clips", None) or [result.video])[0]
+        made = store.read_provenance(clip.frames_key)
+        if sop == "edit-video":
+            made = store.read_provenance(result.video.frames_key)
+            assert made.params["video_text"] == "turn it to winter", sop
+        else:
+            assert made.params["video_text"] == NEUTRAL_VIDEO_PROMPT, sop
+        assert made.params["video_text_note"].startswith("no prompt"), sop
+        assert made.models[0].id.startswith("tiny:wan") and result.video.num_frames >= 9

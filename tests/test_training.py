@@ -132,7 +132,7 @@ def test_round_accepts_escalates_to_a_human_and_discards(tmp_path, local_store, 
 
     assert all(rows["criterion"][i] == CRITERIA[rows["criterion_id"][i]] for i in range(2))
     # Each judge request carried C × frames_per_video images and the criterion's text.
-    first = ScriptedJudges.requests[0]["messages"][-1]["content"]
+    first = [part for message in ScriptedJudges.requests[0]["messages"][1:] for part in message["content"]]
     assert sum(part["type"] == "image_url" for part in first) == 4
     assert any(CRITERIA[rows["criterion_id"][0]] in part.get("text", "") for part in first)
 

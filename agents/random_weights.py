@@ -1,0 +1,441 @@
+"""Real-architecture random models: a GPU profile's models at their *published* sizes, random weights.
+
+``build_random_profile("sd3-svd")`` builds, offline, every model the profile names with the real
+checkpoint's architecture (its ``config.json`` values, listed in :data:`PUBLISHED` with where
+each comes from) and random weights, in the profile's dtype, saves each with
+``save_pretrained`` (safetensors, sharded) under ``<MORA_HOME>/random/<profile>/<model>``, and
+writes a profile beside them (``<MORA_HOME>/random/<profile>.yaml``) whose models are those
+folders: the same agents then load them through ``from_pretrained`` exactly like a download.
+Outputs are noise. Each folder carries :data:`MARKER`, so every artifact made with one records
+``random weights`` as its model revision (:func:`is_random`) and the CLI says so.
+
+Built in the target dtype (``torch.set_default_dtype`` around each component's constructor): no
+fp32 copy of a billion-parameter module is ever made. A model whose weights in that dtype exceed
+the memory allowed for a build (``max_gb``) is skipped with the reason, e.g. Wan 2.1 14B
+(~28 GB in bf16) on a 24 GB machine.
+
+Tokenizers cannot be downloaded: they are built offline (:mod:`agents.tokenizers_offline`) with
+the real ``model_max_length``; the text encoders keep the real vocabulary size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from mora.errors import MoraError
+from mora.settings import mora_home
+
+MARKER = "mora-random.json"
+SEED = 0
+ROLES = ("text_to_image", "image_to_image", "image_to_video", "connector")
+_HF = "https://huggingface.co/"
+
+
+def _config_urls(repo: str, *files: str) -> tuple[str, ...]:
+    """Where a checkpoint's component configs are published (the values recorded here)."""
+    return tuple(f"{_HF}{repo}/blob/main/{name}" for name in files)
+
+
+@dataclass(frozen=True)
+class Published:
+    """One checkpoint's architecture: its components' configs and where the values come from."""
+
+    pipeline: str
+    components: dict[str, dict[str, Any]]
+    sources: tuple[str, ...]
+    note: str = ""
+    without: tuple[str, ...] = ()  # components left out of the build (loaded as None)
+
+
+# CLIP text towers of SD3 (and SDXL): ViT-L/14's (OpenAI) and OpenCLIP ViT-bigG/14's.
+_CLIP_L_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                    num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                    projection_dim=768, layer_norm_eps=1e-5)
+_CLIP_G_TEXT = dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                    num_attention_heads=20, max_position_embeddings=77, hidden_act="gelu",
+                    projection_dim=1280, layer_norm_eps=1e-5)
+# OpenCLIP ViT-H/14 image tower (SVD's image_encoder, Wan 2.1 I2V/FLF2V's image_encoder).
+_CLIP_H_VISION = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                      image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu", layer_norm_eps=1e-5)
+# The KL VAE of Stable Diffusion 1.x/2.x/XL (8x, 4 latent channels); SD3's differs in latents.
+_SD_VAE = dict(block_out_channels=[128, 256, 512, 512], latent_channels=4, layers_per_block=2,
+               down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
+# The noise schedule Stable Diffusion, SDXL and SVD were trained with.
+_SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                 steps_offset=1)
+_WAN_I2V_TRANSFORMER = dict(patch_size=[1, 2, 2], num_attention_heads=40, attention_head_dim=128, in_channels=36,
+                            out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40,
+                            cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280,
+                            added_kv_proj_dim=5120)
+_UMT5_XXL = dict(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                 relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                 feed_forward_proj="gated-gelu", is_encoder_decoder=False)
+
+PUBLISHED: dict[str, Published] = {
+    "stabilityai/stable-diffusion-3-medium-diffusers": Published(
+        pipeline="StableDiffusion3Pipeline",
+        components={
+            "transformer": dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
+                                num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
+                                pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192),
+            "text_encoder": _CLIP_L_TEXT,
+            "text_encoder_2": _CLIP_G_TEXT,
+            "vae": dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+                        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[128, 256, 512, 512],
+                        layers_per_block=2, latent_channels=16, norm_num_groups=32, sample_size=1024,
+                        scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False,
+                        use_post_quant_conv=False),
+            "scheduler": dict(num_train_timesteps=1000, shift=3.0),
+        },
+        sources=(*_config_urls("stabilityai/stable-diffusion-3-medium-diffusers", "transformer/config.json",
+                               "vae/config.json", "text_encoder/config.json", "text_encoder_2/config.json"),
+                 "diffusers scripts/convert_sd3_to_diffusers.py (the same transformer/VAE values)"),
+        note="text_encoder_3 (T5-XXL) dropped, as StableDiffusion3Pipeline allows: T5 rows are zeros",
+        without=("text_encoder_3", "tokenizer_3"),
+    ),
+    "stabilityai/stable-video-diffusion-img2vid-xt": Published(
+        pipeline="StableVideoDiffusionPipeline",
+        components={
+            # diffusers' defaults of UNetSpatioTemporalConditionModel are SVD's UNet (1.525 B).
+            "unet": {},
+            "vae": dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+                        block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4,
+                        sample_size=768, scaling_factor=0.18215, force_upcast=True),
+            "image_encoder": _CLIP_H_VISION,
+            "scheduler": dict(_SD_BETAS, interpolation_type="linear", prediction_type="v_prediction",
+                              sigma_max=700.0, sigma_min=0.002, timestep_spacing="leading",
+                              timestep_type="continuous", use_karras_sigmas=True),
+        },
+        sources=_config_urls("stabilityai/stable-video-diffusion-img2vid-xt", "unet/config.json", "vae/config.json",
+                             "image_encoder/config.json", "scheduler/scheduler_config.json"),
+    ),
+    "stabilityai/stable-diffusion-xl-base-1.0": Published(
+        pipeline="StableDiffusionXLPipeline",
+        components={
+            "unet": dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+                         down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+                         up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+                         block_out_channels=[320, 640, 1280], transformer_layers_per_block=[1, 2, 10],
+                         attention_head_dim=[5, 10, 20], cross_attention_dim=2048, use_linear_projection=True,
+                         addition_embed_type="text_time", addition_time_embed_dim=256,
+                         projection_class_embeddings_input_dim=2816, norm_num_groups=32),
+            "text_encoder": _CLIP_L_TEXT,
+            "text_encoder_2": _CLIP_G_TEXT,
+            "vae": dict(_SD_VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True),
+            "scheduler": dict(_SD_BETAS, timestep_spacing="leading", prediction_type="epsilon",
+                              interpolation_type="linear"),
+        },
+        sources=_config_urls("stabilityai/stable-diffusion-xl-base-1.0", "unet/config.json", "vae/config.json",
+                             "text_encoder/config.json", "text_encoder_2/config.json"),
+    ),
+    "timbrooks/instruct-pix2pix": Published(
+        pipeline="StableDiffusionInstructPix2PixPipeline",
+        components={
+            # Stable Diffusion 1.5's UNet with 8 input channels (4 noise + 4 image latents).
+            "unet": dict(sample_size=64, in_channels=8, out_channels=4, layers_per_block=2,
+                         down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+                         up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+                         block_out_channels=[320, 640, 1280, 1280], attention_head_dim=8, cross_attention_dim=768),
+            "text_encoder": _CLIP_L_TEXT,
+            "vae": dict(_SD_VAE, sample_size=256, scaling_factor=0.18215),
+            "scheduler": dict(_SD_BETAS),
+        },
+        sources=_config_urls("timbrooks/instruct-pix2pix", "unet/config.json", "vae/config.json",
+                             "text_encoder/config.json", "scheduler/scheduler_config.json"),
+    ),
+    "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers": Published(
+        pipeline="WanImageToVideoPipeline",
+        components={"transformer": _WAN_I2V_TRANSFORMER, "text_encoder": _UMT5_XXL,
+                    "image_encoder": _CLIP_H_VISION, "vae": {},
+                    "scheduler": dict(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                      num_train_timesteps=1000, flow_shift=3.0)},
+        sources=("diffusers scripts/convert_wan_to_diffusers.py, model type Wan-I2V-14B-480p",
+                 _HF + "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers/blob/main/transformer/config.json"),
+    ),
+    "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers": Published(
+        pipeline="WanImageToVideoPipeline",
+        components={"transformer": {**_WAN_I2V_TRANSFORMER, "pos_embed_seq_len": 2 * 257},
+                    "text_encoder": _UMT5_XXL, "image_encoder": _CLIP_H_VISION, "vae": {},
+                    "scheduler": dict(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                      num_train_timesteps=1000, flow_shift=16.0)},
+        sources=("diffusers scripts/convert_wan_to_diffusers.py, model type Wan-FLF2V-14B-720P "
+                 "(the I2V transformer with pos_embed_seq_len = 2 x 257 image tokens)",
+                 _HF + "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers/blob/main/transformer/config.json"),
+    ),
+}
+
+_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    model: str
+    folder: Path | None  # None: skipped
+    reason: str  # "built", "present", or why it was skipped
+    gigabytes: float
+
+
+def random_root(home: Path | None = None) -> Path:
+    return Path(home if home is not None else mora_home()).expanduser() / "random"
+
+
+def model_folder(profile: str, model: str, home: Path | None = None) -> Path:
+    return random_root(home) / profile / re.sub(r"[^A-Za-z0-9._-]+", "--", model)
+
+
+def profile_path(profile: str, home: Path | None = None) -> Path:
+    return random_root(home) / f"{profile}.yaml"
+
+
+@lru_cache(maxsize=256)
+def is_random(model: str) -> bool:
+    """Whether ``model`` (a local folder) holds random weights made by this module."""
+    try:
+        return (Path(model).expanduser() / MARKER).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def build_random_profile(profile: str, dtype: str | None = None, max_gb: float = 12.0,
+                         home: Path | None = None, force: bool = False,
+                         on_model: Callable[[BuildResult], None] | None = None) -> tuple[Path, list[BuildResult]]:
+    """Build every model ``profile`` names at its published architecture with random weights.
+
+    Returns the generated profile's path (its models: the built folders; those skipped keep
+    their hub ids) and one :class:`BuildResult` per distinct model. ``dtype``: the weights' dtype
+    (default: the profile's). ``max_gb``: a model whose weights need more is skipped.
+    """
+    import yaml
+
+    from configs import load_profile
+
+    prof = load_profile(profile)
+    dtype = dtype or prof.dtype
+    if dtype not in _BYTES:
+        raise MoraError(f"dtype must be one of {', '.join(_BYTES)}, got {dtype!r}")
+    if not max_gb > 0:
+        raise MoraError(f"max-gb must be a positive number of GB, got {max_gb}")
+    results: dict[str, BuildResult] = {}
+    for role in ROLES:
+        model = getattr(prof, role).model
+        if model in results:
+            continue
+        if model not in PUBLISHED:
+            raise MoraError(f"no published architecture recorded for '{model}' (known: "
+                            f"{', '.join(PUBLISHED)})")
+        published = PUBLISHED[model]
+        billions = parameter_count(build_pipeline(model, dtype, meta=True)) / 1e9
+        gigabytes = billions * 1e9 * _BYTES[dtype] / 1024**3
+        folder = model_folder(prof.name, model, home)
+        if gigabytes > max_gb:
+            result = BuildResult(model, None, f"skipped: its {billions:.1f} B parameters need "
+                                 f"~{gigabytes:.0f} GB in {dtype}, more than the {max_gb:g} GB allowed "
+                                 "for a build on this machine", gigabytes)
+        elif not force and _marker_ok(folder, dtype):
+            result = BuildResult(model, folder, "present", gigabytes)
+        else:
+            _build_and_save(model, published, dtype, folder)
+            result = BuildResult(model, folder, "built", gigabytes)
+        results[model] = result
+        if on_model is not None:
+            on_model(result)
+    data = prof.model_dump(mode="json", exclude_defaults=True)
+    data["name"] = f"{prof.name}-random"
+    data["dtype"] = dtype
+    data["description"] = f"{prof.description} — random weights at the published architectures (outputs are noise)"
+    for role in ROLES:
+        result = results[data[role]["model"]]
+        if result.folder is not None:
+            data[role]["model"] = str(result.folder)
+            data[role].pop("variant", None)  # saved without a variant suffix
+            if without := PUBLISHED[result.model].without:
+                data[role]["without"] = list(without)
+    path = profile_path(prof.name, home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Written by `mora models build-random`: random weights, outputs are noise.\n"
+                    + yaml.safe_dump(data, sort_keys=False))
+    return path, list(results.values())
+
+
+def parameter_count(pipe) -> int:
+    """Parameters of every torch component of ``pipe`` (meta ones included)."""
+    import torch
+
+    return sum(p.numel() for part in pipe.components.values() if isinstance(part, torch.nn.Module)
+               for p in part.parameters())
+
+
+def _marker_ok(folder: Path, dtype: str) -> bool:
+    try:
+        return json.loads((folder / MARKER).read_text()).get("dtype") == dtype
+    except (OSError, ValueError):
+        return False
+
+
+def _build_and_save(model: str, published: Published, dtype: str, folder: Path) -> None:
+    import gc
+
+    from agents.tiny import install_atomically
+
+    def save(tmp: Path) -> None:
+        pipe = build_pipeline(model, dtype)
+        from agents.tiny import _quiet_progress_bars
+
+        with _quiet_progress_bars():
+            # Small shards: serialising a shard holds its bytes once more in memory.
+            pipe.save_pretrained(tmp, safe_serialization=True, max_shard_size="1GB")
+        del pipe
+        gc.collect()
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")  # what is_random reads
+
+    marker = {"model": model, "weights": "random weights", "dtype": dtype, "seed": SEED,
+              "architecture_sources": list(published.sources), "note": published.note}
+    with _locked_folder(folder):
+        install_atomically(folder, folder.name, save, marker)
+    is_random.cache_clear()
+
+
+def _locked_folder(folder: Path):
+    from agents.tiny import _locked
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return _locked(folder.parent, folder.name)
+
+
+def build_pipeline(model: str, dtype: str, meta: bool = False, device: str | None = None):
+    """The (unsaved) pipeline of ``model`` at its published architecture, random weights in
+    ``dtype``, its modules made on ``device`` (None: the CPU; e.g. ``cuda`` to build straight
+    into GPU memory). ``meta``: parameters without storage, to check shapes and sizes for free."""
+    import torch
+
+    published = PUBLISHED[model]
+    builders = {"StableDiffusion3Pipeline": _sd3, "StableVideoDiffusionPipeline": _svd,
+                "StableDiffusionXLPipeline": _sdxl, "StableDiffusionInstructPix2PixPipeline": _ip2p,
+                "WanImageToVideoPipeline": _wan}
+    token = _DEVICE.set("meta" if meta else device)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            return builders[published.pipeline](published.components, getattr(torch, dtype))
+    finally:
+        _DEVICE.reset(token)
+
+
+_DEVICE: contextvars.ContextVar[str | None] = contextvars.ContextVar("mora_random_device", default=None)
+
+
+def _in_dtype(dtype, factory: Callable):
+    """``factory()`` with new parameters created directly in ``dtype`` (no fp32 peak)."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(_DEVICE.get()) if _DEVICE.get() else contextlib.nullcontext():
+            return factory().eval()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@lru_cache(maxsize=1)
+def _clip_tokenizer():
+    """Built offline (a few seconds: it learns its merges); the real CLIP's 77-token length."""
+    from agents.tokenizers_offline import build_clip_tokenizer
+
+    return build_clip_tokenizer(77)
+
+
+def _clip_text(config: dict, tokenizer, dtype, projection: bool = True):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(**config, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+    return _in_dtype(dtype, lambda: cls(cfg))
+
+
+def _clip_vision(config: dict, dtype):
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    vision = CLIPVisionConfig(**config)
+    return _in_dtype(dtype, lambda: CLIPVisionModelWithProjection(vision))
+
+
+def _clip_image_processor():
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+
+
+def _sd3(components: dict, dtype):
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    tokenizer = tokenizer_2 = _clip_tokenizer()
+    return StableDiffusion3Pipeline(
+        transformer=_in_dtype(dtype, lambda: SD3Transformer2DModel(**components["transformer"])),
+        scheduler=FlowMatchEulerDiscreteScheduler(**components["scheduler"]),
+        vae=_in_dtype(dtype, lambda: AutoencoderKL(**components["vae"])),
+        text_encoder=_clip_text(components["text_encoder"], tokenizer, dtype), tokenizer=tokenizer,
+        text_encoder_2=_clip_text(components["text_encoder_2"], tokenizer_2, dtype), tokenizer_2=tokenizer_2,
+        text_encoder_3=None, tokenizer_3=None)
+
+
+def _svd(components: dict, dtype):
+    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, StableVideoDiffusionPipeline,
+                           UNetSpatioTemporalConditionModel)
+
+    return StableVideoDiffusionPipeline(
+        vae=_in_dtype(dtype, lambda: AutoencoderKLTemporalDecoder(**components["vae"])),
+        image_encoder=_clip_vision(components["image_encoder"], dtype),
+        unet=_in_dtype(dtype, lambda: UNetSpatioTemporalConditionModel(**components["unet"])),
+        scheduler=EulerDiscreteScheduler(**components["scheduler"]),
+        feature_extractor=_clip_image_processor())
+
+
+def _sdxl(components: dict, dtype):
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    tokenizer = tokenizer_2 = _clip_tokenizer()
+    return StableDiffusionXLPipeline(
+        unet=_in_dtype(dtype, lambda: UNet2DConditionModel(**components["unet"])),
+        vae=_in_dtype(dtype, lambda: AutoencoderKL(**components["vae"])),
+        text_encoder=_clip_text(components["text_encoder"], tokenizer, dtype, projection=False), tokenizer=tokenizer,
+        text_encoder_2=_clip_text(components["text_encoder_2"], tokenizer_2, dtype), tokenizer_2=tokenizer_2,
+        scheduler=EulerDiscreteScheduler(**components["scheduler"]))
+
+
+def _ip2p(components: dict, dtype):
+    from diffusers import (AutoencoderKL, EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline,
+                           UNet2DConditionModel)
+
+    tokenizer = _clip_tokenizer()
+    return StableDiffusionInstructPix2PixPipeline(
+        unet=_in_dtype(dtype, lambda: UNet2DConditionModel(**components["unet"])),
+        vae=_in_dtype(dtype, lambda: AutoencoderKL(**components["vae"])),
+        text_encoder=_clip_text(components["text_encoder"], tokenizer, dtype, projection=False), tokenizer=tokenizer,
+        scheduler=EulerAncestralDiscreteScheduler(**components["scheduler"]),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def _wan(components: dict, dtype):
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from agents.tokenizers_offline import build_t5_tokenizer
+
+    tokenizer = build_t5_tokenizer(512)
+    text = UMT5Config(**components["text_encoder"], pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
+    return WanImageToVideoPipeline(
+        tokenizer=tokenizer, text_encoder=_in_dtype(dtype, lambda: UMT5EncoderModel(text)),
+        image_encoder=_clip_vision(components["image_encoder"], dtype), image_processor=_clip_image_processor(),
+        transformer=_in_dtype(dtype, lambda: WanTransformer3DModel(**components["transformer"])),
+        vae=_in_dtype(dtype, lambda: AutoencoderKLWan(**components["vae"])),
+        scheduler=UniPCMultistepScheduler(**components["scheduler"]))
