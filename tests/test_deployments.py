@@ -3,23 +3,29 @@
 The integration test does what a user does (README, "Running on a Prefect server"): start a
 server, create the work pools, `prefect deploy`, start a process worker, trigger the
 text-to-video deployment through the API (what the dashboard's Run button posts), and read the
-run's persisted result back from this process. It uses its own server and PREFECT_HOME, not the
-session's test harness, and leaves no process and no PREFECT_API_URL behind.
+run's persisted result back from this process. Then the image-to-video deployment, given its
+image as an s3:// object on a loopback moto S3 store (what a dashboard user, who cannot upload a
+file, pastes in the run form): it completes, and a missing object fails the run with one line
+naming it. It uses its own server and PREFECT_HOME, not the session's test harness, and leaves
+no process and no PREFECT_API_URL behind.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import re
 import time
 import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from pydantic import TypeAdapter
 
 from tests.prefect_server import REPO_ROOT, PrefectServer, free_port
+from tests.s3server import S3_BUCKET
 
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
 
@@ -125,9 +131,29 @@ def server(tmp_path_factory):
                 print(f"--- {proc_log.name}\n{proc_log.read_text(errors='replace')[-6000:]}")
 
 
+def _wait_until_final(flow_run_id, worker, limit_s: float = 180.0):
+    """Poll the run until it is final; return it and when each state type was first seen."""
+    from prefect.client.orchestration import get_client
+
+    t0, seen = time.monotonic(), {}
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_run = client.read_flow_run(flow_run_id)
+            seen.setdefault(flow_run.state.type.value, time.monotonic())
+            if flow_run.state.is_final():
+                return flow_run, seen
+            if time.monotonic() - t0 > limit_s:
+                pytest.fail(f"run still {flow_run.state.name} after {limit_s:.0f} s; worker "
+                            f"log:\n{worker.tail()}")
+            if not worker.alive():
+                pytest.fail(f"worker exited:\n{worker.tail()}")
+            time.sleep(0.2)
+
+
 @pytest.mark.integration
-@pytest.mark.timeout(300)
-def test_deployed_text_to_video_runs_on_a_process_worker(server, tiny_zoo, tmp_path):
+@pytest.mark.timeout(540)
+def test_deployed_text_to_video_runs_on_a_process_worker(server, tiny_zoo, tmp_path,
+                                                         s3_store_url):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
     from prefect.deployments import run_deployment
@@ -206,19 +232,7 @@ def test_deployed_text_to_video_runs_on_a_process_worker(server, tiny_zoo, tmp_p
                 parameters={"prompt": "a paper boat on a rain puddle", "store": str(store),
                             "seed": 3})
             t_run = time.monotonic()
-            seen: dict[str, float] = {}
-            with get_client(sync_client=True) as client:
-                while True:
-                    flow_run = client.read_flow_run(flow_run.id)
-                    seen.setdefault(flow_run.state.type.value, time.monotonic())
-                    if flow_run.state.is_final():
-                        break
-                    if time.monotonic() - t_run > 180:
-                        pytest.fail(f"run still {flow_run.state.name} after 180 s; worker log:\n"
-                                    f"{worker.tail()}")
-                    if not worker.alive():
-                        pytest.fail(f"worker exited:\n{worker.tail()}")
-                    time.sleep(0.2)
+            flow_run, seen = _wait_until_final(flow_run.id, worker)
             running_at = seen.get("RUNNING", seen.get("COMPLETED", t_run))
             timings["worker pickup (trigger to Running)"] = running_at - t_run
             timings["run (Running to final)"] = time.monotonic() - running_at
@@ -243,6 +257,39 @@ def test_deployed_text_to_video_runs_on_a_process_worker(server, tiny_zoo, tmp_p
         assert frames.shape[0] == result.video.num_frames and fps == result.video.fps
         assert open_store(str(store)).read_provenance(result.video.mp4_key).flow_run_id == str(
             flow_run.id)
+
+        # 6b. A dashboard run cannot upload a file: the user puts the image in the bucket and
+        # pastes its s3:// URI in the run form. The worker's flow runs read it with the AWS
+        # endpoint and credentials of the worker's environment (tests/s3server.py sets them
+        # before the worker starts). A missing object fails the run with one line naming it.
+        import boto3
+
+        bucket_key = "uploads/dashboard.png"
+        frame = np.random.default_rng(5).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        png = media.png_bytes(media.array_to_image(frame))
+        boto3.client("s3").put_object(Bucket=S3_BUCKET, Key=bucket_key, Body=png)
+        i2v = "image-to-video/image-to-video"
+        t0 = time.monotonic()
+        with server.api_settings():
+            given = run_deployment(name=i2v, timeout=0, parameters={
+                "image": f"s3://{S3_BUCKET}/{bucket_key}", "store": s3_store_url, "seed": 1})
+            missing = run_deployment(name=i2v, timeout=0, parameters={
+                "image": f"s3://{S3_BUCKET}/uploads/none.png", "store": s3_store_url})
+            given, _ = _wait_until_final(given.id, worker)
+            missing, _ = _wait_until_final(missing.id, worker)
+            assert given.state.type == StateType.COMPLETED, (
+                f"{given.state!r}\n--- worker log\n{worker.tail(80)}")
+            i2v_result = given.state.result()
+        phase("image-to-video from s3:// (completed + missing object)", t0)
+        s3 = open_store(s3_store_url)
+        (ingested,) = i2v_result.inputs
+        assert s3.get_bytes(ingested) == png
+        assert s3.exists(i2v_result.video.mp4_key)
+        assert s3.read_provenance(i2v_result.video.mp4_key).flow_run_id == str(given.id)
+        assert missing.state.type == StateType.FAILED
+        assert re.fullmatch(rf"Flow run encountered an exception: MoraError: image "
+                            rf"'s3://{S3_BUCKET}/uploads/none\.png' does not exist at "
+                            r"http://127\.0\.0\.1:\d+", missing.state.message), missing.state
 
         # 7. Stop the worker and the server: everything exits on SIGTERM, nothing is left.
         t0 = time.monotonic()
