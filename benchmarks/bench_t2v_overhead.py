@@ -57,11 +57,40 @@ def direct_t2v(prompt: str, segments: int, store_url: str, seed: int, stage_time
     timed("contact-sheet", contact_sheet.fn, store_url, ctx, video)
 
 
+def count_api_calls() -> "collections.Counter":
+    """Count the HTTP requests the Prefect client sends, by method and path (ids folded)."""
+    import collections
+    import re
+
+    import httpx
+
+    calls: collections.Counter = collections.Counter()
+
+    def note(request) -> None:
+        calls[f"{request.method} {re.sub(r'[0-9a-f-]{36}', '{id}', request.url.path)}"] += 1
+
+    sync_send, async_send = httpx.Client.send, httpx.AsyncClient.send
+
+    def send(self, request, *args, **kwargs):
+        note(request)
+        return sync_send(self, request, *args, **kwargs)
+
+    async def asend(self, request, *args, **kwargs):
+        note(request)
+        return await async_send(self, request, *args, **kwargs)
+
+    httpx.Client.send, httpx.AsyncClient.send = send, asend
+    return calls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--segments", type=int, default=2)
+    parser.add_argument("--api-calls", action="store_true",
+                        help="also count the API calls of one more warm flow run")
     args = parser.parse_args()
+    calls = count_api_calls() if args.api_calls else None
 
     from agents.tiny import build_tiny_zoo
     from flows.text_to_video import text_to_video
@@ -90,6 +119,14 @@ def main() -> None:
         text_to_video(prompt=prompt, segments=args.segments, store=store_url, seed=500 + rep)
         flow_heartbeat.append(time.perf_counter() - start)
 
+    if calls is not None:
+        calls.clear()
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            text_to_video(prompt=prompt, segments=args.segments, store=store_url, seed=900)
+        print(f"\nAPI calls in one warm flow run: {sum(calls.values())}")
+        for name, count in calls.most_common():
+            print(f"  {count:3d} {name}")
+
     d, f, fh = statistics.median(direct), statistics.median(flow), statistics.median(flow_heartbeat)
     print(f"\n# text-to-video, tiny profile, {args.segments} segments, median of {args.reps}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -104,7 +141,7 @@ def main() -> None:
         print(f"  {name:16s} {statistics.median(values):.3f}  (x{len(values) // args.reps} per run)")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print(f"reproduce: .venv/bin/python benchmarks/bench_t2v_overhead.py --reps {args.reps} "
-          f"--segments {args.segments}")
+          f"--segments {args.segments}" + (" --api-calls" if calls is not None else ""))
 
 
 if __name__ == "__main__":

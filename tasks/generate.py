@@ -103,12 +103,25 @@ class GpuTask:
 _SAID: set[tuple] = set()  # (flow run, note): what video_text already logged
 
 
+def _run_logger():
+    """The run's logger; a plain one where a task body is called outside any run (as
+    benchmarks/bench_t2v_overhead.py does to time the work without Prefect)."""
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("mora")
+
+
 def video_text(agent, ctx: RunContext) -> tuple[str | None, dict]:
     """The text a video agent is called with — the enhanced prompt, the prompt, an edit's
     instruction, else the agent's stated default (none for models without text, e.g. SVD) —
     and the provenance fields that record it. Where that is not the user's prompt, the run's
     log says so once."""
-    from prefect import get_run_logger
     from prefect.runtime import flow_run
 
     wanted = ctx.enhanced_prompt or ctx.prompt
@@ -120,7 +133,7 @@ def video_text(agent, ctx: RunContext) -> tuple[str | None, dict]:
         said["video_text_note"] = note
         if (flow_run.id, note) not in _SAID:
             _SAID.add((flow_run.id, note))
-            get_run_logger().warning(note)
+            _run_logger().warning(note)
     return text, said
 
 

@@ -287,6 +287,18 @@ def preview_mp4(frames: np.ndarray, fps: float, max_side: int = PREVIEW_MAX_SIDE
     return encode_mp4(shrink(frames[:max_frames], max_side), fps)
 
 
+def is_own_preview(num_frames: int, height: int, width: int) -> bool:
+    """Whether a clip's mp4 (``encode_mp4`` of its frames) is also its largest preview:
+    ``preview_mp4`` would keep every frame at its size and encode the same frames again."""
+    return (num_frames <= PREVIEW_MAX_FRAMES and max(height, width) <= PREVIEW_MAX_SIDE
+            and height % 2 == 0 and width % 2 == 0)
+
+
+def fits_budget(data: bytes, budget: int) -> bool:
+    """Whether ``data`` as base64 takes at most ``budget`` characters."""
+    return -(-len(data) // 3) * 4 <= budget
+
+
 def fit_preview(frames: np.ndarray, fps: float | None, budget: int,
                 tiles_across: int = 1) -> tuple[bytes, str] | None:
     """The largest preview (PNG for a still, mp4 for a clip) whose base64 fits ``budget``
@@ -297,6 +309,6 @@ def fit_preview(frames: np.ndarray, fps: float | None, budget: int,
             data, mime = preview_png(frames[0], side), "image/png"
         else:
             data, mime = preview_mp4(frames, fps, side), "video/mp4"
-        if -(-len(data) // 3) * 4 <= budget:
+        if fits_budget(data, budget):
             return data, mime
     return None

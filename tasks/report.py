@@ -7,6 +7,7 @@ import time
 from prefect import task
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact,
                                update_progress_artifact)
+from prefect.cache_policies import NO_CACHE
 
 from storage import open_store
 from tasks import media
@@ -41,7 +42,10 @@ def _data_uri(data: bytes, mime: str) -> str:
 def _inline(frames, fps: float | None, title: str, budget: int, tiles_across: int = 1) -> str:
     """An inline picture (markdown) or a playing clip (a raw <video>, which the Prefect UI's
     markdown renders) of at most ``budget`` characters."""
-    fitted = media.fit_preview(frames, fps, budget, tiles_across)
+    return _markup(media.fit_preview(frames, fps, budget, tiles_across), title, budget)
+
+
+def _markup(fitted: tuple[bytes, str] | None, title: str, budget: int) -> str:
     if fitted is None:
         return f"*(no inline preview of {title}: it would exceed {budget} bytes)*"
     uri = _data_uri(*fitted)
@@ -70,8 +74,17 @@ def clip_preview(store_url: str, video: VideoArtifact, title: str, expires_s: in
                  budget: int = media.PREVIEW_MAX_BYTES - _TEXT_ROOM) -> str:
     """A stored clip playing inline (short, small), and where its mp4 is."""
     store = open_store(store_url)
-    frames, fps = load_frames(store, video.frames_key)
-    return (f"{_inline(frames, fps, title, budget)}\n\n"
+    # A small clip's stored mp4 is byte for byte what the preview would encode
+    # (media.is_own_preview): read it instead of decoding the frames and running ffmpeg again,
+    # which was most of a small run's result artifact (benchmarks/README.md, P1).
+    own = (store.get_bytes(video.mp4_key)
+           if media.is_own_preview(video.num_frames, video.height, video.width) else None)
+    if own is not None and media.fits_budget(own, budget):
+        inline = _markup((own, "video/mp4"), title, budget)
+    else:
+        frames, fps = load_frames(store, video.frames_key)
+        inline = _inline(frames, fps, title, budget)
+    return (f"{inline}\n\n"
             f"**{title}** ({video.num_frames} frames, {video.width}x{video.height} @ "
             f"{video.fps:g} fps): {_location(store, video.mp4_key, expires_s)}")
 
@@ -89,7 +102,10 @@ def clips_preview(store_url: str, videos: list[VideoArtifact], title: str, expir
     return f"{_inline(tiled, loaded[0][1], title, budget, across)}\n\n**{title}**:\n\n{links}"
 
 
-@task(name="publish-result")
+# The markdown it returns is for tests and scripts; nobody reads it back from a persisted
+# result, and hashing its inputs for a cache key (the default policy) buys nothing: each run
+# publishes its own page.
+@task(name="publish-result", cache_policy=NO_CACHE, persist_result=False)
 def publish_result(store_url: str, ctx: RunContext, video: VideoArtifact, preview_key: str,
                    extra: dict[str, object] | None = None) -> str:
     """A markdown artifact on the run page: the preview, where the video is, its provenance."""
@@ -144,15 +160,30 @@ class StepProgress:
 
 
 class SegmentProgress:
-    """A progress artifact on the run page for work done segment by segment."""
+    """A progress artifact on the run page for work done segment by segment.
 
-    def __init__(self, sop: str, total: int):
+    Like ``StepProgress``, throttled (an API call each): a segment finished within ``every``
+    seconds of the last one shown is not shown, the last segment always is, so the run page
+    ends at "N of N" and a quick run makes one call, not one per segment plus one to start."""
+
+    def __init__(self, sop: str, total: int, every: float | None = None):
         self.sop, self.total = sop, total
-        self.artifact_id = create_progress_artifact(progress=0.0, description=self._say(0))
+        self.every = STEP_PROGRESS_EVERY_S if every is None else every
+        self.artifact_id = None
+        self.shown = time.monotonic()
 
     def done(self, finished: int) -> None:
-        update_progress_artifact(self.artifact_id, progress=100.0 * finished / self.total,
-                                 description=self._say(finished))
+        now = time.monotonic()
+        if finished < self.total and now - self.shown < self.every:
+            return
+        self.shown = now
+        progress, description = 100.0 * finished / self.total, self._say(finished)
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(progress=progress,
+                                                        description=description)
+        else:
+            update_progress_artifact(self.artifact_id, progress=progress,
+                                     description=description)
 
     def _say(self, finished: int) -> str:
         return f"{self.sop}: {finished} of {self.total} segment(s) generated"

@@ -58,6 +58,21 @@ def test_previews_of_a_large_profile_sized_frame_and_clip_stay_within_the_cap(tm
     assert "http" not in image + clip  # a local store has no links to share
 
 
+def test_a_small_clip_previews_as_its_stored_mp4_and_a_noisy_one_is_still_fitted(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    frames = np.repeat(np.linspace(0, 255, 64 * 64 * 3).astype(np.uint8).reshape(1, 64, 64, 3),
+                       9, axis=0)
+    small = save_video(store, frames, 8.0, provenance("video", CTX))
+    (suffix, data), = preview_media(clip_preview(store.url, small, "result"))
+    # what the frames' own preview encodes, read back instead of encoded again
+    assert suffix == ".mp4" and data == store.get_bytes(small.mp4_key)
+    assert data == media.fit_preview(load_frames(store, small.frames_key)[0], 8.0, CAP)[0]
+    noisy_clip = save_video(store, noisy(8, 256, 256, seed=2), 8.0, provenance("video", CTX))
+    tight = clip_preview(store.url, noisy_clip, "segment", budget=CAP // 4)
+    (height, width), = decoded_sides(tight)  # too big as stored: shrunk to fit
+    assert len(tight.encode()) <= CAP // 4 + 500 and max(height, width) < 256
+
+
 def test_candidates_play_side_by_side_numbered(tmp_path):
     store = open_store(str(tmp_path / "store"))
     videos = [save_video(store, np.full((4, 48, 64, 3), 60 * i, np.uint8), 8.0,
