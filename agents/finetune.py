@@ -7,6 +7,12 @@ everything needed to continue exactly where it stopped, so a round can train in
 checkpoint-sized chunks (each a cached task): ``finetune(until_step=8)`` gives the same weights
 as ``finetune(until_step=4)`` followed by ``finetune(start=state, until_step=8)``.
 
+Several agents train together (``spec.targets``, Algorithm 1) when ``pipe`` is a ``{target:
+pipeline}`` mapping: one optimizer step over every agent's weights and modulation embedding on
+the agents' summed loss, each loss weighted by its agent's share of the modulation factors
+(:func:`_total_loss`). The state then keys each agent's tensors under ``<target>/`` and
+:func:`inference_weights` gives one agent's weights at a time.
+
 The pipeline is never modified and keeps its placement: training runs on the profile's device
 (``finetune(device=…)``, whatever the pipeline's offload setting) on a new module holding the
 denoiser's weights without the pipeline's offload hooks (fp32 copies for full fine-tuning; for
