@@ -7,6 +7,12 @@ everything needed to continue exactly where it stopped, so a round can train in
 checkpoint-sized chunks (each a cached task): ``finetune(until_step=8)`` gives the same weights
 as ``finetune(until_step=4)`` followed by ``finetune(start=state, until_step=8)``.
 
+Several agents train together (``spec.targets``, Algorithm 1) when ``pipe`` is a ``{target:
+pipeline}`` mapping: one optimizer step over every agent's weights and modulation embedding on
+the agents' summed loss, each loss weighted by its agent's share of the modulation factors
+(:func:`_total_loss`). The state then keys each agent's tensors under ``<target>/`` and
+:func:`inference_weights` gives one agent's weights at a time.
+
 The pipeline is never modified and keeps its placement: training runs on the profile's device
 (``finetune(device=…)``, whatever the pipeline's offload setting) on a new module holding the
 denoiser's weights without the pipeline's offload hooks (fp32 copies for full fine-tuning; for
@@ -55,6 +61,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import warnings
@@ -121,6 +128,20 @@ class TrainState:
 # Public API
 
 
+@dataclass
+class _Agent:
+    """One trained agent of a run: its pipeline, trainer, training copy and modulation."""
+
+    target: str
+    pipe: Any
+    family: str
+    prefix: str  # "" (one agent: the state's historical keys) or "<target>/" (several)
+    trainer: Any = None
+    denoiser: torch.nn.Module | None = None
+    mod: ModulationEmbedding | None = None
+    prepared: list = field(default_factory=list)
+
+
 def finetune(
     pipe: Any,
     spec: FinetuneSpec,
@@ -129,22 +150,33 @@ def finetune(
     start: TrainState | None = None,
     until_step: int,
     on_step: Callable[[int, float, float], None] | None = None,
-    modulation: ModulationEmbedding | None = None,
+    modulation: ModulationEmbedding | dict[str, ModulationEmbedding] | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[TrainState, list[float]]:
-    """Train from ``start`` (or fresh from ``pipe``'s weights) up to ``until_step`` optimizer steps.
+    """Train from ``start`` (or fresh from the pipelines' weights) up to ``until_step`` optimizer steps.
 
-    Returns the new state and the per-step losses of the steps run here. ``on_step(step, loss,
-    modulation_factor)`` is called after each step (factor 0.0 when modulation is off).
-    ``modulation`` overrides the spec's initialisation on a fresh start (e.g. SVD's special token
-    from a paired CLIP text tower, see :meth:`ModulationEmbedding.create`). ``pipe`` is not
-    modified and keeps its placement (offload hooks included). ``device``: where training runs
-    (the profile's device, e.g. ``cuda`` while model offload keeps the pipeline's weights on the
-    CPU between calls); None: the pipeline's execution device.
+    ``pipe``: the trained agent's pipeline, or with ``spec.targets`` a mapping ``{target:
+    pipeline}`` of the agents trained together (Algorithm 1): each agent's denoiser gets its own
+    modulation embedding (one per agent: each is initialised from that agent's own text encoder
+    and has that agent's conditioning width, and its norm is that agent's modulation factor),
+    and one optimizer step updates every agent and embedding on the summed loss (weighted per
+    ``spec.loss_weighting``, see :func:`_total_loss`). Multi-agent samples are videos: the
+    text-to-image agent trains on their first frame, the image-to-video agent on the video.
+
+    Returns the new state and the per-step (total) losses of the steps run here. ``on_step(step,
+    loss, modulation_factor)`` is called after each step (the factor: the L2 norm of all the
+    modulation embeddings together; 0.0 when modulation is off). ``modulation`` overrides the
+    spec's initialisation on a fresh start (e.g. SVD's special token from a paired CLIP text
+    tower, see :meth:`ModulationEmbedding.create`; a ``{target: embedding}`` mapping for several
+    agents). The pipelines are not modified and keep their placement (offload hooks included).
+    ``device``: where training runs (the profile's device, e.g. ``cuda`` while model offload
+    keeps the pipeline's weights on the CPU between calls); None: the pipeline's execution device.
     """
-    family = family_of(pipe)
-    _check_spec(spec, family, pipe)
-    _check_samples(samples, family, spec)
+    agents = _agents_of(pipe, spec)
+    overrides = modulation if isinstance(modulation, dict) else \
+        ({agents[0].target: modulation} if modulation is not None else {})
+    per_agent = {a.target: _agent_samples(samples, a, spec) for a in agents}
+    family = "+".join(a.family for a in agents)
     start_step = 0 if start is None else start.step
     if start is not None:
         _check_resume(start, spec, family)
@@ -153,20 +185,25 @@ def finetune(
     if until_step == start_step and start is not None:
         return start, []
 
-    device = torch.device(device) if device is not None else torch.device(pipe._execution_device)
-    denoiser = _training_copy(denoiser_of(pipe), device, spec)
-    named = _trainable(denoiser, spec)
-    frozen_dtype = _frozen_dtype(denoiser)
-    mod = _initial_modulation(pipe, spec, start, modulation, family)
-    if mod is not None:
-        mod = mod.to(device)
-        named.append((_MODULATION, mod.weight))
+    device = torch.device(device) if device is not None else torch.device(agents[0].pipe._execution_device)
+    named: list[tuple[str, torch.nn.Parameter]] = []
+    frozen_dtype = None
+    for agent in agents:
+        agent.denoiser = _training_copy(denoiser_of(agent.pipe), device, spec)
+        own = _trainable(agent.denoiser, spec)
+        frozen_dtype = frozen_dtype or _frozen_dtype(agent.denoiser)
+        agent.mod = _initial_modulation(agent.pipe, spec, start, overrides.get(agent.target),
+                                        agent.family, agent.prefix)
+        if agent.mod is not None:
+            agent.mod = agent.mod.to(device)
+            own.append((_MODULATION, agent.mod.weight))
+        named += [(agent.prefix + name, p) for name, p in own]
+        if spec.gradient_checkpointing:
+            agent.denoiser.enable_gradient_checkpointing()
+        agent.denoiser.train()
     params = [p for _, p in named]
     if start is not None:
         _load_params(named, start)
-    if spec.gradient_checkpointing:
-        denoiser.enable_gradient_checkpointing()
-    denoiser.train()
 
     optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
     if start is not None:
@@ -185,17 +222,20 @@ def finetune(
     amp_dtype = autocast_dtype(spec, device) or frozen_dtype
     scaler = _grad_scaler(amp_dtype, device, start)
 
-    trainer = _TRAINERS[family](pipe, spec, device)
-    prepared = [trainer.prepare(s) for s in samples]
+    for agent in agents:
+        agent.trainer = _TRAINERS[agent.family](agent.pipe, spec, device)
+        agent.prepared = [agent.trainer.prepare(s) for s in per_agent[agent.target]]
     losses: list[float] = []
     for step in range(start_step, until_step):
         optimizer.zero_grad(set_to_none=True)
         micro_losses = []
         for micro in range(spec.grad_accumulation):
             generator = torch.Generator(device="cpu").manual_seed(_seed(spec.seed, 0, step, micro))
-            batch = [prepared[i] for i in _batch_indices(spec, len(samples), step, micro)]
+            indices = _batch_indices(spec, len(samples), step, micro)
             with _autocast(device, amp_dtype):
-                loss = trainer.loss(denoiser, mod, batch, generator)
+                loss = _total_loss([a.trainer.loss(a.denoiser, a.mod, [a.prepared[i] for i in indices],
+                                                   generator) for a in agents],
+                                   [a.mod for a in agents], spec)
             scaled = loss / spec.grad_accumulation
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
             micro_losses.append(float(loss.detach()))
@@ -216,19 +256,88 @@ def finetune(
             raise MoraError(f"fine-tuning diverged at step {step + 1} (loss {loss_value})")
         losses.append(loss_value)
         if on_step is not None:
-            on_step(step + 1, loss_value, mod.factor if mod is not None else 0.0)
+            on_step(step + 1, loss_value, _joint_factor(agents))
 
-    state = _collect_state(until_step, named, optimizer, ema, scaler, spec, family, pipe, mod)
+    state = _collect_state(until_step, named, optimizer, ema, scaler, spec, family, agents)
     return state, losses
 
 
-def inference_weights(state: TrainState) -> dict[str, torch.Tensor]:
+def _total_loss(losses: list[torch.Tensor], mods: list[ModulationEmbedding | None],
+                spec: FinetuneSpec) -> torch.Tensor:
+    """The summed loss of one multi-agent step (one agent: its loss).
+
+    The paper's modulation factor α_i = ‖m_i‖ "adjusts the influence of each agent" on the
+    total: with ``loss_weighting: modulation_factor`` agent i's loss counts ``n·α_i/Σ_j α_j``
+    (weights averaging 1, so the scale matches a plain sum). The weights are differentiable,
+    so each step also moves the norms: an agent whose loss is above the weighted mean gets a
+    smaller share, the direction Algorithm 1's "the modulation embedding learns to adjust its
+    influence to minimize the loss" implies; the embeddings also condition their denoisers,
+    so the norm is not free to run away. ``equal`` (or modulation off: no factors) is the
+    plain sum, the ablation.
+    """
+    if len(losses) == 1:
+        return losses[0]
+    if spec.loss_weighting == "equal" or any(m is None for m in mods):
+        return torch.stack(losses).sum()
+    factors = torch.stack([m.weight.float().norm() for m in mods])
+    weights = len(mods) * factors / factors.sum()
+    return (weights.to(losses[0].device) * torch.stack(losses)).sum()
+
+
+def loss_weights(factors: list[float], spec: FinetuneSpec) -> list[float]:
+    """Each agent's share of the summed loss given its modulation factor (see :func:`_total_loss`)."""
+    if len(factors) == 1 or spec.loss_weighting == "equal" or not all(factors):
+        return [1.0] * len(factors)
+    return [len(factors) * f / sum(factors) for f in factors]
+
+
+def _joint_factor(agents: list[_Agent]) -> float:
+    return float(np.sqrt(sum(a.mod.factor ** 2 for a in agents if a.mod is not None)))
+
+
+def _agents_of(pipe: Any, spec: FinetuneSpec) -> list[_Agent]:
+    if spec.joint:
+        if not isinstance(pipe, dict) or set(pipe) != set(spec.trained):
+            raise MoraError(f"training {', '.join(spec.trained)} together needs one pipeline per agent")
+        pipes = pipe
+    else:
+        if isinstance(pipe, dict):
+            raise MoraError("one agent is trained (finetune.target): pass its pipeline")
+        pipes = {spec.target: pipe}
+    agents = []
+    for target in spec.trained:
+        family = family_of(pipes[target])
+        _check_spec(target, family, pipes[target])
+        agents.append(_Agent(target, pipes[target], family, f"{target}/" if spec.joint else ""))
+    return agents
+
+
+def _agent_samples(samples: list[TrainingSample], agent: _Agent, spec: FinetuneSpec) -> list[TrainingSample]:
+    """What ``agent`` trains on: the samples as given (one agent) or, several agents training on
+    videos, the first frame for the text-to-image agent."""
+    if spec.joint and agent.family == "sd3":
+        for i, s in enumerate(samples):
+            if not isinstance(s.target, np.ndarray) or s.target.ndim != 4:
+                raise MoraError(f"sample {i}: agents trained together train on a T×H×W×3 video")
+        samples = [dataclasses.replace(s, target=s.target[0]) for s in samples]
+    _check_samples(samples, agent.family, spec)
+    return samples
+
+
+def inference_weights(state: TrainState, target: str | None = None) -> dict[str, torch.Tensor]:
     """What sampling loads: the EMA weights (the current ones without EMA) and the modulation.
 
     Keys: ``denoiser/<param>`` (full fine-tuning), ``lora/<module>.lora_{A,B}.default.weight``
-    (LoRA, scale 1), ``modulation`` (K×D; absent when modulation is off).
+    (LoRA, scale 1), ``modulation`` (K×D; absent when modulation is off). A state of several
+    agents trained together holds each agent's weights: ``target`` names the one wanted.
     """
     source = "ema/" if state.meta.get("ema") == "true" else "param/"
+    if state.meta.get("joint") == "true":
+        if target not in agent_targets(state):
+            raise MoraError(f"this state trained {', '.join(agent_targets(state))}: name one of them")
+        source += f"{target}/"
+    elif target is not None and target != state.meta.get("target"):
+        raise MoraError(f"this state trained {state.meta.get('target')}, not {target}")
     method = state.meta.get("method", "full")
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.tensors.items():
@@ -376,10 +485,10 @@ def autocast_dtype(spec: FinetuneSpec, device: torch.device) -> torch.dtype | No
 # Checks
 
 
-def _check_spec(spec: FinetuneSpec, family: str, pipe: Any) -> None:
-    if _TARGETS[family] != spec.target:
+def _check_spec(target: str, family: str, pipe: Any) -> None:
+    if _TARGETS[family] != target:
         raise MoraError(f"a {type(pipe).__name__} is a {_TARGETS[family].replace('_', '-')} model, "
-                        f"not a {spec.target.replace('_', '-')} one")
+                        f"not a {target.replace('_', '-')} one")
     if family == "wan":
         if getattr(pipe, "transformer_2", None) is not None or getattr(pipe.config, "expand_timesteps", False):
             raise MoraError("fine-tuning supports Wan 2.1 image-to-video models (one transformer), "
@@ -521,9 +630,9 @@ def _trainable(denoiser: torch.nn.Module, spec: FinetuneSpec) -> list[tuple[str,
     return named
 
 
-def _initial_modulation(pipe, spec, start, override, family) -> ModulationEmbedding | None:
+def _initial_modulation(pipe, spec, start, override, family, prefix="") -> ModulationEmbedding | None:
     if start is not None:
-        tensor = start.tensors.get(f"param/{_MODULATION}")
+        tensor = start.tensors.get(f"param/{prefix}{_MODULATION}")
         if tensor is None:
             return None
         return ModulationEmbedding(tensor, layout=layout_of(family), mode=spec.modulation)
@@ -604,7 +713,7 @@ def _batch_indices(spec: FinetuneSpec, n: int, step: int, micro: int) -> list[in
     return out
 
 
-def _collect_state(step, named, optimizer, ema, scaler, spec, family, pipe, mod) -> TrainState:
+def _collect_state(step, named, optimizer, ema, scaler, spec, family, agents) -> TrainState:
     tensors: dict[str, torch.Tensor] = {}
     for i, (name, p) in enumerate(named):
         # No clones: the training copy, the optimizer and the EMA end with this call.
@@ -618,14 +727,24 @@ def _collect_state(step, named, optimizer, ema, scaler, spec, family, pipe, mod)
     if scaler is not None:
         tensors["amp/scale"] = torch.tensor(float(scaler.get_scale()))
         tensors["amp/growth_tracker"] = torch.tensor(int(scaler.state_dict().get("_growth_tracker", 0)))
+    factors = [a.mod.factor if a.mod is not None else 0.0 for a in agents]
     meta = {
         **_meta_identity(spec, family),
-        "pipeline": type(pipe).__name__,
-        "target": spec.target,
-        "modulation_factor": f"{mod.factor:.6g}" if mod is not None else "0",
+        "pipeline": ",".join(type(a.pipe).__name__ for a in agents),
+        "target": ",".join(a.target for a in agents),
+        "modulation_factor": f"{_joint_factor(agents):.6g}",
         "spec": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
     }
+    if spec.joint:
+        meta["joint"] = "true"
+        meta["modulation_factors"] = json.dumps(dict(zip(spec.trained, factors)))
+        meta["loss_weights"] = json.dumps(dict(zip(spec.trained, loss_weights(factors, spec))))
     return TrainState(step=step, tensors=tensors, meta=meta)
+
+
+def agent_targets(state: TrainState) -> list[str]:
+    """The agents a state (or its weights) trained: one, or several trained together."""
+    return state.meta.get("target", "").split(",")
 
 
 def _merge_lora(denoiser: torch.nn.Module, lora: dict[str, torch.Tensor]) -> None:

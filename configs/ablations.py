@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Modulation = Literal["special_token", "random", "off"]
+LossWeighting = Literal["modulation_factor", "equal"]
 
 
 class AblationVariant(BaseModel):
@@ -27,6 +28,9 @@ class AblationVariant(BaseModel):
     modulation: Modulation | None = Field(
         default=None, description="how the modulation embedding starts: special_token (paper), "
         "random (RI), off (no self-modulation); none: the training config's")
+    loss_weighting: LossWeighting | None = Field(
+        default=None, description="agents trained together: each agent's loss weighted by its "
+        "modulation factor (modulation_factor) or not (equal); none: the training config's")
 
 
 #: Table 5's rows, in the paper's order.
@@ -36,4 +40,11 @@ PAPER_VARIANTS: tuple[AblationVariant, ...] = (
                     modulation="special_token"),
     AblationVariant(name="no-modulation", label="Mora w/o Self-modulated", modulation="off"),
     AblationVariant(name="random-init", label="Mora with RI-modulated", modulation="random"),
+)
+
+#: Beyond Table 5: the modulation factor's role in a multi-agent run (``finetune.targets``),
+#: switched off -- every agent's loss counts the same, the embeddings only condition.
+EXTRA_VARIANTS: tuple[AblationVariant, ...] = (
+    AblationVariant(name="equal-weights", label="Mora w/o factor-weighted agent losses",
+                    modulation="special_token", loss_weighting="equal"),
 )

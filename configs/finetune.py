@@ -21,13 +21,27 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 
+Target = Literal["text_to_image", "image_to_video"]
+
+
 class FinetuneSpec(BaseModel):
-    """One self-modulated fine-tuning run of one agent (its denoiser + the modulation embedding)."""
+    """One self-modulated fine-tuning run of one agent, or of several agents trained together
+    (Algorithm 1): each agent's denoiser + its modulation embedding, one optimizer step on the
+    summed loss."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    target: Literal["image_to_video", "text_to_image"] = Field(
-        description="which agent is trained: image_to_video (SVD or Wan I2V) or text_to_image (SD3)")
+    target: Target | None = Field(
+        default=None,
+        description="the one agent trained: image_to_video (SVD or Wan I2V) or text_to_image (SD3)")
+    targets: tuple[Target, ...] | None = Field(
+        default=None,
+        description="agents trained together in one step (e.g. [text_to_image, image_to_video]): "
+                    "text-to-image on the selected video's first frame, image-to-video on the video")
+    # How much each agent's loss counts in the summed loss of a multi-agent step. modulation_factor
+    # (the paper's): agent i's loss is weighted by n·α_i/Σα_j, α_i = ‖m_i‖ its modulation factor;
+    # differentiable, so the embeddings learn the allocation. equal: plain sum (ablation).
+    loss_weighting: Literal["modulation_factor", "equal"] = "modulation_factor"
     # Self-modulation (§3.2): initialised from a special token (paper), randomly (ablation RI) or off.
     modulation: Literal["special_token", "random", "off"] = "special_token"
     modulation_tokens: int = Field(default=1, ge=1, le=64, description="K: rows of the K×D modulation")
@@ -68,11 +82,26 @@ class FinetuneSpec(BaseModel):
 
     @model_validator(mode="after")
     def _chunks_fit(self) -> "FinetuneSpec":
+        if (self.target is None) == (self.targets is None):
+            raise ValueError("name the trained agent(s) with either target or targets")
+        if self.targets is not None and (not self.targets or len(set(self.targets)) != len(self.targets)):
+            raise ValueError("targets must name distinct agents")
         if self.checkpoint_every > self.max_steps:
             raise ValueError("checkpoint_every cannot exceed max_steps")
         if self.warmup_steps > self.max_steps:
             raise ValueError("warmup_steps cannot exceed max_steps")
         return self
+
+    @property
+    def trained(self) -> tuple[str, ...]:
+        """The agents this run trains, in chain order (text-to-image first)."""
+        names = self.targets if self.targets is not None else (self.target,)
+        return tuple(t for t in ("text_to_image", "image_to_video") if t in names)
+
+    @property
+    def joint(self) -> bool:
+        """Several agents trained together (state and weights keyed per agent)."""
+        return self.targets is not None
 
     def checkpoints(self) -> list[int]:
         """The step counts a round stops at to checkpoint: every ``checkpoint_every`` and ``max_steps``."""

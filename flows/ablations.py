@@ -64,7 +64,8 @@ def ablations(
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must differ, got {names}")
-    configs = {v.name: configured(config, prompts, candidates, v.modulation, _unattended(v))
+    configs = {v.name: configured(config, prompts, candidates, v.modulation, _unattended(v),
+                                  loss_weighting=v.loss_weighting)
                for v in variants}
     store_url = open_store(store).url
     base = configs[names[0]]
@@ -76,6 +77,7 @@ def ablations(
     trained = {v.name: train(rounds=rounds, config=config, store=store_url, seed=seed,
                              name=f"{name}-{v.name}", review=_review(v, review), prompts=prompts,
                              candidates=candidates, modulation=v.modulation,
+                             loss_weighting=v.loss_weighting,
                              unattended=_unattended(v), draws=name)
                for v in variants}
 

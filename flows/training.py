@@ -18,7 +18,7 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
 from configs import load_profile, load_training_config
-from configs.ablations import Modulation
+from configs.ablations import LossWeighting, Modulation
 from configs.training import TrainingConfig
 from flows.sampling import SampleJob, sample_all
 from storage import open_store
@@ -29,6 +29,7 @@ from tasks.review import ReviewPolicy, human_pick
 from tasks.training import (CandidateSet, Decision, HeldOutScore, Vote, export_weights,
                             finetune_chunk, generate_prompts, held_out_score, judge_candidates,
                             latest_round, plot_rounds, write_dataset, write_report)
+from tasks.weights import trained_together
 
 Unattended = Literal["discard", "judge_a"]
 RoundId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
@@ -119,6 +120,9 @@ def training_round(
     candidates: Annotated[int | None, Field(ge=2, le=16, description="override the config's C")] = None,
     modulation: Annotated[Modulation | None, Field(description="override the config's "
                                                    "self-modulation init (ablations)")] = None,
+    loss_weighting: Annotated[LossWeighting | None, Field(description="override how the "
+                                                          "agents' losses are weighted "
+                                                          "(ablations)")] = None,
     unattended: Annotated[Unattended | None, Field(description="override the config's rule for "
                                                    "unreviewed disagreements")] = None,
     draws: Annotated[str | None, Field(max_length=80, description="what seeds the round's "
@@ -134,7 +138,8 @@ def training_round(
         clock = time.perf_counter()
 
     # 1. Config, agents' profile, store; seeds and criteria drawn from (seed, round id).
-    cfg = configured(config, prompts, candidates, modulation, unattended)
+    cfg = configured(config, prompts, candidates, modulation, unattended,
+                     loss_weighting=loss_weighting)
     prof = load_profile(cfg.profile)
     store_url = open_store(store).url
     ctx = RunContext(sop="training", profile=prof.name)
@@ -179,8 +184,9 @@ def training_round(
     before = held_out_score(prof, cfg, store_url, ctx, start_weights)
     after = held_out_score(prof, cfg, store_url, ctx, weights_key)
     lap("held_out")
+    weights_keys = trained_together(open_store(store_url), weights_key) if weights_key else []
     report = _report(round_id, cfg, texts, votes, decisions, losses, factors, before, after,
-                     dataset_key, state_key, weights_key, step, seconds)
+                     dataset_key, state_key, weights_key, weights_keys, step, seconds)
     report_key = write_report(store_url, ctx, round_id, report)
     _publish(round_id, csets, votes, decisions, report)
     print(f"round {round_id}: {report['accepted']} accepted, {report['escalations']} escalated, "
@@ -192,14 +198,17 @@ def training_round(
 
 def configured(config: str, prompts: int | None = None, candidates: int | None = None,
                modulation: Modulation | None = None, unattended: Unattended | None = None,
-               held_out_seeds: int | None = None) -> TrainingConfig:
+               held_out_seeds: int | None = None,
+               loss_weighting: LossWeighting | None = None) -> TrainingConfig:
     """The named config with the command line's (or an ablation's) overrides, validated again."""
     cfg = load_training_config(config)
     overrides: dict = {k: v for k, v in (("prompts", prompts), ("candidates", candidates),
                                          ("unattended", unattended),
                                          ("held_out_seeds", held_out_seeds)) if v}
-    if modulation:
-        overrides["finetune"] = {**cfg.finetune.model_dump(), "modulation": modulation}
+    finetune = {k: v for k, v in (("modulation", modulation),
+                                  ("loss_weighting", loss_weighting)) if v}
+    if finetune:
+        overrides["finetune"] = {**cfg.finetune.model_dump(), **finetune}
     if not overrides:
         return cfg
     from pydantic import ValidationError
@@ -219,7 +228,7 @@ def _step(state_key: str | None, store_url: str) -> int:
 
 
 def _report(round_id, cfg, prompts, votes, decisions, losses, factors, before, after,
-            dataset_key, state_key, weights_key, step, seconds) -> dict:
+            dataset_key, state_key, weights_key, weights_keys, step, seconds) -> dict:
     outcomes = [d.outcome for d in decisions]
     return {
         "round_id": round_id, "config": cfg.name, "modulation": cfg.finetune.modulation,
@@ -238,6 +247,8 @@ def _report(round_id, cfg, prompts, votes, decisions, losses, factors, before, a
         "held_out_judges": after.judges, "held_out_videos": after.videos,
         "dataset_key": dataset_key,
         "state_key": state_key, "weights_key": weights_key, "step": step,
+        # Every agent's weights (agents trained together export one file each).
+        "weights_keys": weights_keys,
         "stage_seconds": seconds,
     }
 
@@ -280,9 +291,11 @@ def train(
     modulation: Modulation | None = None,
     unattended: Unattended | None = None,
     draws: Annotated[str | None, Field(max_length=40)] = None,
+    loss_weighting: LossWeighting | None = None,
 ) -> TrainResult:
     """R rounds: each round samples with, and fine-tunes from, the round before's checkpoint."""
-    cfg = configured(config, prompts, candidates, modulation, unattended)
+    cfg = configured(config, prompts, candidates, modulation, unattended,
+                     loss_weighting=loss_weighting)
     store_url = open_store(store).url
     results: list[RoundResult] = []
     state_key = weights_key = None
@@ -292,6 +305,7 @@ def train(
                                 seed=seed, start_state=state_key, start_weights=weights_key,
                                 seen_prompts=seen, review=review, prompts=prompts,
                                 candidates=candidates, modulation=modulation,
+                                loss_weighting=loss_weighting,
                                 unattended=unattended, draws=draws and f"{draws}-r{r}")
         results.append(result)
         state_key, weights_key = result.state_key, result.weights_key

@@ -412,7 +412,9 @@ def train(
 def ablate(
     variants: str = typer.Option("full,no-human,no-modulation,random-init", "--variants",
                                  help="comma-separated Table 5 variants: full no-human "
-                                 "no-modulation random-init"),
+                                 "no-modulation random-init; and equal-weights (agents "
+                                 "trained together: losses not weighted by the modulation "
+                                 "factor)"),
     rounds: int = typer.Option(1, "--rounds", help="training rounds per variant"),
     prompts: Optional[int] = typer.Option(None, "--prompts", help="P prompts per round "
                                           "[default: the config's]"),
@@ -427,9 +429,9 @@ def ablate(
                                "disagreements in the variants with human review"),
 ) -> None:
     """The paper's Table 5 ablations: train each variant, evaluate its samples, print the table."""
-    from configs.ablations import PAPER_VARIANTS
+    from configs.ablations import EXTRA_VARIANTS, PAPER_VARIANTS
 
-    known = {v.name: v for v in PAPER_VARIANTS}
+    known = {v.name: v for v in (*PAPER_VARIANTS, *EXTRA_VARIANTS)}
     chosen = [v.strip() for v in variants.split(",") if v.strip()]
     unknown = [v for v in chosen if v not in known]
     if not chosen or unknown:

@@ -24,7 +24,7 @@ from tasks import media
 from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
                              put_safetensors, read_safetensors, save_image, save_video)
 from tasks.generate import CACHED, ON_GPU, on_gpu
-from tasks.weights import agents_with_weights, with_checkpoint
+from tasks.weights import agents_with_weights, target_of, with_checkpoint, with_checkpoints
 
 ON_CPU = dict(CACHED)
 
@@ -63,10 +63,11 @@ class ChunkResult(BaseModel, frozen=True):
 
 
 def _agents(profile: Profile, cfg: TrainingConfig, store_url: str, weights_key: str | None):
-    """(text-to-image, image-to-video) agents: the fine-tuned one sampling with ``weights_key``
-    (None: as the profile says), as every SOP samples with named weights (tasks/weights.py)."""
+    """(text-to-image, image-to-video) agents: the fine-tuned ones sampling with ``weights_key``
+    and the weights trained together with it (None: as the profile says), as every SOP samples
+    with named weights (tasks/weights.py)."""
     if weights_key is not None:
-        profile = with_checkpoint(profile, cfg.finetune.target, weights_key)
+        profile = with_checkpoints(profile, open_store(store_url), weights_key)
     agents = agents_with_weights(profile, store_url)
     return agents.text_to_image, agents.image_to_video
 
@@ -194,47 +195,62 @@ def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
 
     store = open_store(store_url)
     rows = pd.concat([read_dataset(store_url, k) for k in dataset_keys], ignore_index=True)
+    spec = cfg.finetune
     samples = []
     for row in rows.itertuples():
         target, fps = load_frames(store, row.video_key)
-        if cfg.finetune.target == "text_to_image":
+        # One text-to-image agent trains on the first frame; agents trained together get the
+        # video (agents/finetune.py gives its first frame to the text-to-image agent).
+        if not spec.joint and spec.target == "text_to_image":
             target = target[0]
         samples.append(TrainingSample(prompt=row.enhanced_prompt, target=target,
                                       first_frame=load_image(store, row.first_frame_key),
                                       fps=int(round(fps))))
     agents = agents_for(profile)
-    agent = agents.text_to_image if cfg.finetune.target == "text_to_image" else \
-        agents.image_to_video
+    trained = {target: getattr(agents, target) for target in spec.trained}
     start = read_safetensors(store, start_key, load_state) if start_key else None
     factors: list[float] = []
-    # On the profile's device, whatever the pipeline's offload setting (it keeps its placement).
-    state, losses = finetune(agent.pipe, cfg.finetune, samples, start=start,
-                             until_step=until_step, device=agent.runtime.device,
+    # On the profile's device, whatever the pipelines' offload setting (they keep their placement).
+    pipes = {target: agent.pipe for target, agent in trained.items()}
+    state, losses = finetune(pipes if spec.joint else pipes[spec.target], spec, samples,
+                             start=start, until_step=until_step,
+                             device=trained[spec.trained[-1]].runtime.device,
                              on_step=lambda step, loss, factor: factors.append(factor))
     key = store.new_key("checkpoints", ".safetensors")
     put_safetensors(store, key, lambda path: save_state(state, path), provenance(
-        "checkpoint", ctx, models=[agent.model_ref], parents=[*dataset_keys,
-                                                              *([start_key] if start_key else [])],
+        "checkpoint", ctx, models=[agent.model_ref for agent in trained.values()],
+        parents=[*dataset_keys, *([start_key] if start_key else [])],
         stage="train-state", step=state.step, samples=len(samples)))
     return ChunkResult(state_key=key, step=state.step, losses=losses, factors=factors)
 
 
 @task(name="export-weights", **CACHED)
 def export_weights(store_url: str, ctx: RunContext, state_key: str) -> str:
-    """What sampling loads (EMA weights + modulation), as safetensors, beside the full state."""
-    from agents.finetune import inference_weights, load_state, save_weights
+    """What sampling loads (EMA weights + modulation), as safetensors, beside the full state:
+    one file per trained agent. Agents trained together name each other (``trained_with``), so
+    the returned key -- the last agent's in chain order -- brings the others along wherever it
+    is used (tasks/weights.py)."""
+    from agents.finetune import agent_targets, inference_weights, load_state, save_weights
 
     store = open_store(store_url)
     state = read_safetensors(store, state_key, load_state)
     models = [m.model_dump() for m in store.read_provenance(state_key).models]
-    key = store.new_key("checkpoints", ".safetensors")
-    # The model and the agent it was trained for: what tasks/weights.py checks a run against.
-    return put_safetensors(store, key,
-                           lambda path: save_weights(inference_weights(state), path, dict(state.meta)),
-                           provenance("checkpoint", ctx, models=models, parents=[state_key],
-                                      stage="weights", step=state.step,
-                                      target=state.meta.get("target"),
-                                      pipeline=state.meta.get("pipeline")))
+    targets = agent_targets(state)
+    pipelines = dict(zip(targets, state.meta.get("pipeline", "").split(",")))
+    keys = {target: store.new_key("checkpoints", ".safetensors") for target in targets}
+    joint = state.meta.get("joint") == "true"
+    for target, key in keys.items():
+        # The model and the agent it was trained for: what tasks/weights.py checks a run against.
+        own = [m for m in models if target_of(m.get("role")) in (target, None)] or models
+        meta = {**state.meta, "target": target, "pipeline": pipelines.get(target, "")}
+        weights = inference_weights(state, target if joint else None)
+        put_safetensors(store, key, lambda path, w=weights, m=meta: save_weights(w, path, m),
+                        provenance("checkpoint", ctx, models=own, parents=[state_key],
+                                   stage="weights", step=state.step, target=target,
+                                   pipeline=meta["pipeline"],
+                                   **({"trained_with": [k for t, k in keys.items() if t != target]}
+                                      if len(keys) > 1 else {})))
+    return keys[targets[-1]]
 
 
 class HeldOutScore(BaseModel, frozen=True):

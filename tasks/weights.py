@@ -127,6 +127,29 @@ def check_fits(profile: Profile, role: str, ckpt: Checkpoint) -> None:
                         f"{spec.model} there: another model's weights")
 
 
+def target_of(role: str | None) -> str | None:
+    """The agent (``text_to_image``/``image_to_video``) a model ref's ``role`` names, if any."""
+    return _ROLE_TARGETS.get(role or "")
+
+
+def trained_together(store: Store, key: str) -> list[str]:
+    """``key`` and the weights of the agents trained together with it (one training step for
+    all, see agents/finetune.py): they are used together, each by its own agent."""
+    if not store.exists(key):
+        return [key]  # describe() says what is wrong
+    return [key, *store.read_provenance(key).params.get("trained_with", [])]
+
+
+def with_checkpoints(profile: Profile, store: Store, key: str) -> Profile:
+    """``profile`` sampling with ``key`` and the weights trained together with it, each checked
+    against and given to the agent it was trained for."""
+    for each in trained_together(store, key):
+        ckpt = describe(store, each)
+        check_fits(profile, ckpt.target, ckpt)
+        profile = with_checkpoint(profile, ckpt.target, each)
+    return profile
+
+
 def with_checkpoint(profile: Profile, role: str, key: str | None) -> Profile:
     """``profile`` with its ``role`` agent sampling with the checkpoint ``key`` (None: base)."""
     spec = getattr(profile, role)
@@ -148,7 +171,9 @@ def apply_weights(profile: Profile, store_url: str,
     for role in TARGETS:
         ref = getattr(profile, role).finetuned
         key = resolve(store, ref) if ref is not None else None
-        if key is not None:
+        if key is not None:  # a round of agents trained together: this agent's own weights
+            key = next((k for k in trained_together(store, key)
+                        if store.exists(k) and describe(store, k).target == role), key)
             check_fits(profile, role, describe(store, key))
         profile = with_checkpoint(profile, role, key)
     if weights is not None:
@@ -157,9 +182,7 @@ def apply_weights(profile: Profile, store_url: str,
             for role in TARGETS:
                 profile = with_checkpoint(profile, role, None)
         else:
-            ckpt = describe(store, key)
-            check_fits(profile, ckpt.target, ckpt)
-            profile = with_checkpoint(profile, ckpt.target, key)
+            profile = with_checkpoints(profile, store, key)
     keys = tuple(getattr(profile, role).finetuned[len(STORE_SCHEME):] for role in TARGETS
                  if getattr(profile, role).finetuned)
     return profile, keys
@@ -181,7 +204,8 @@ def agents_with_weights(profile: Profile, store_url: str) -> AgentSet:
 def list_checkpoints(store_url: str) -> list[Checkpoint]:
     """The fine-tuned weights in the store, oldest first, with their round's figures."""
     store = open_store(store_url)
-    rounds = {r["weights_key"]: r for r in round_reports(store) if r.get("weights_key")}
+    rounds = {key: r for r in round_reports(store) if r.get("weights_key")
+              for key in r.get("weights_keys") or [r["weights_key"]]}
     found = []
     for key in store.list("checkpoints/"):
         if not key.endswith(".safetensors") or \

@@ -57,6 +57,10 @@ def _extra_inputs(folder: Path) -> None:
     (folder / "remote-code.yaml").write_text(Path("configs/profiles/tiny.yaml").read_text()
                                              + "trust_remote_code: true\n")
     (folder / "not-yaml.yaml").write_text("text_to_image: [unclosed\n")
+    (folder / "two-targets.yaml").write_text(Path("configs/training/tiny.yaml").read_text()
+                                             .replace("  target: image_to_video\n",
+                                                      "  target: image_to_video\n"
+                                                      "  targets: [text_to_image]\n", 1))
     (folder / "unreadable.png").write_bytes((folder / "ok.png").read_bytes())
     (folder / "unreadable.png").chmod(0)
 
@@ -291,6 +295,7 @@ TRAIN = [
     (["train", "--candidates", "17"], "error: --candidates must be between 2 and 16"),
     (["train", "--config", "nope"], "error: unknown training config 'nope'"),
     (["train", "--config", "not-yaml.yaml"], "error: training config not-yaml.yaml is not valid"),
+    (["train", "--config", "two-targets.yaml"], "error: training config two-targets.yaml"),
     (["train", "--name", "../x"], "error: --name must be lowercase letters"),
     (["train", "--name", "/abs"], "error: --name must be lowercase letters"),
     (["train", "--name", "a\\b"], "error: --name must be lowercase letters"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import pickle
 
@@ -245,6 +246,19 @@ def test_loss_falls_on_a_repeated_tiny_dataset(trained, family):
     assert last < 0.8 * first, losses
 
 
+def _sample(pipe, family: str):
+    """Two sampling steps at 64×64 with classifier-free guidance, seed 0."""
+    kwargs = dict(height=64, width=64, num_inference_steps=2, output_type="np",
+                  generator=torch.Generator().manual_seed(0))
+    first = _samples(family, 1)[0].first_frame
+    if family == "sd3":
+        return pipe(prompt="a red cat", guidance_scale=3.0, **kwargs).images
+    if family == "svd":
+        return pipe(first, num_frames=9, min_guidance_scale=2.0, max_guidance_scale=3.0,
+                    decode_chunk_size=9, **kwargs).frames
+    return pipe(image=first, prompt="a red cat", num_frames=9, guidance_scale=3.0, **kwargs).frames
+
+
 @pytest.mark.parametrize("family", ["wan", "svd", "sd3"])
 def test_apply_weights_changes_sampling_with_cfg(pipes, trained, family):
     spec, state, _, _ = trained[family]
@@ -256,15 +270,7 @@ def test_apply_weights_changes_sampling_with_cfg(pipes, trained, family):
     k = spec.modulation_tokens
 
     def sample(pipe):
-        kwargs = dict(height=64, width=64, num_inference_steps=2, output_type="np",
-                      generator=torch.Generator().manual_seed(0))
-        first = _samples(family, 1)[0].first_frame
-        if family == "sd3":
-            return pipe(prompt="a red cat", guidance_scale=3.0, **kwargs).images
-        if family == "svd":
-            return pipe(first, num_frames=9, min_guidance_scale=2.0, max_guidance_scale=3.0,
-                        decode_chunk_size=9, **kwargs).frames
-        return pipe(image=first, prompt="a red cat", num_frames=9, guidance_scale=3.0, **kwargs).frames
+        return _sample(pipe, family)
 
     fresh = _load(ZOO[family])
     base = np.asarray(sample(fresh), dtype=np.float64)
@@ -402,3 +408,86 @@ def test_first_last_frame_wan_and_cpu_bf16():
     state, bf16_losses = finetune(pipe, bf16, samples, until_step=2)
     assert all(np.isfinite(fp32_losses + bf16_losses)) and fp32_losses != bf16_losses
     assert all(v.dtype == torch.float32 for k, v in state.tensors.items() if k.startswith(("param/", "ema/")))
+
+
+# ------------------------------------------------------------------------------------------
+# Several agents trained together (Algorithm 1)
+
+JOINT = {"text_to_image": "sd3", "image_to_video": "wan"}
+
+
+def _joint_spec(**overrides) -> FinetuneSpec:
+    return FinetuneSpec(targets=["image_to_video", "text_to_image"], **{
+        **TINY_DEFAULTS, "ema": False, "batch_size": 1, "max_steps": 1, "checkpoint_every": 1,
+        **overrides})
+
+
+def test_one_joint_step_moves_both_agents_and_the_modulation_reaches_both(pipes):
+    pair = {target: pipes[family] for target, family in JOINT.items()}
+    before = {target: _snapshot(pipe) for target, pipe in pair.items()}
+    spec = _joint_spec()
+    assert spec.trained == ("text_to_image", "image_to_video")  # chain order
+    calls = []
+    state, losses = finetune(pair, spec, _samples("wan", 1), until_step=1,
+                             on_step=lambda *a: calls.append(a))
+    assert len(losses) == 1 and np.isfinite(losses[0])
+    factors = json.loads(state.meta["modulation_factors"])
+    assert calls[0][2] == pytest.approx(np.hypot(*factors.values()), rel=1e-5)
+    for target, family in JOINT.items():
+        pipe = pair[target]
+        assert _same(before[target], _snapshot(pipe)), "finetune modified a pipeline"
+        weights = inference_weights(state, target)
+        moved = [k for k, v in weights.items() if k.startswith("denoiser/")
+                 and not torch.equal(v, before[target][k[len("denoiser/"):]])]
+        assert moved, f"the step left the {target} agent's weights unchanged"
+        init = ModulationEmbedding.create(pipe, spec.modulation, spec.modulation_tokens,
+                                          spec.special_token, spec.seed)
+        mod = weights["modulation"]
+        assert mod.shape == init.weight.shape and not torch.equal(mod, init.weight.detach().cpu())
+        assert factors[target] == pytest.approx(float(mod.norm()), rel=1e-5)
+        # At inference: the agent's own pipeline appends its own modulation to every call.
+        fresh = _load(ZOO[family])
+        apply_weights(fresh, weights)
+        seen = []
+        spy = denoiser_of(fresh).register_forward_pre_hook(
+            lambda m, a, kw: seen.append(kw["encoder_hidden_states"].detach().clone()), with_kwargs=True)
+        _sample(fresh, family)
+        spy.remove()
+        assert seen
+        for s in seen:
+            rows = (s[-1].abs().sum(-1) != 0).nonzero().flatten()
+            torch.testing.assert_close(s[-1, rows[-1:]], mod)
+    with pytest.raises(MoraError, match="name one of them"):
+        inference_weights(state)
+
+
+def test_modulation_factor_weights_each_agents_loss_differentiably():
+    from agents.finetune import _total_loss, loss_weights
+
+    mods = [ModulationEmbedding(torch.full((1, 4), v)) for v in (1.0, 3.0)]
+    losses = [torch.tensor(2.0), torch.tensor(1.0)]
+    spec = _joint_spec()
+    total = _total_loss(losses, mods, spec)
+    assert float(total.detach()) == pytest.approx(2 * (0.25 * 2.0 + 0.75 * 1.0))
+    assert loss_weights([m.factor for m in mods], spec) == pytest.approx([0.5, 1.5])
+    total.backward()
+    # The agent with the larger loss loses influence: its embedding's norm is pushed down.
+    assert float((mods[0].weight.grad * mods[0].weight.detach()).sum()) > 0
+    assert float((mods[1].weight.grad * mods[1].weight.detach()).sum()) < 0
+    equal = _joint_spec(loss_weighting="equal")  # the ablation: a plain sum, no factor in it
+    assert float(_total_loss(losses, mods, equal)) == pytest.approx(3.0)
+    assert float(_total_loss(losses, [None, None], spec)) == pytest.approx(3.0)  # modulation off
+
+
+def test_joint_spec_is_checked(pipes):
+    with pytest.raises(ValueError, match="either target or targets"):
+        FinetuneSpec(target="image_to_video", targets=["text_to_image"])
+    with pytest.raises(ValueError, match="either target or targets"):
+        FinetuneSpec()
+    with pytest.raises(ValueError, match="distinct"):
+        FinetuneSpec(targets=["text_to_image", "text_to_image"])
+    with pytest.raises(MoraError, match="one pipeline per agent"):
+        finetune(pipes["wan"], _joint_spec(), _samples("wan", 1), until_step=1)
+    with pytest.raises(MoraError, match="not a text-to-image one"):
+        finetune({"text_to_image": pipes["wan"], "image_to_video": pipes["wan"]}, _joint_spec(),
+                 _samples("wan", 1), until_step=1)

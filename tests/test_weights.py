@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from flows.training import training_round
 from mora.errors import MoraError
@@ -141,3 +142,34 @@ def test_bootstrap_mean_interval():
     assert mean == pytest.approx(0.3) and low < mean < high
     assert bootstrap_mean([0.5]) == (0.5, None, None)
     assert bootstrap_mean([0.2, 0.2]) == (0.2, 0.2, 0.2)
+
+
+def test_agents_trained_together_each_sample_with_their_own_weights(tmp_path):
+    """A round training text-to-image and image-to-video together exports one weights file per
+    agent; `round:<id>` (or either file's key) gives each to its own agent, modulation included."""
+    from agents.finetune import load_weights
+    from agents.modulation import denoiser_of, installed
+    from configs import load_profile
+    from tasks.artifacts import read_safetensors
+    from tasks.weights import agents_with_weights, apply_weights
+
+    config = write_config(tmp_path, prompts=1, finetune={
+        "target": None, "targets": ["text_to_image", "image_to_video"], "max_steps": 2})
+    store_url = str(tmp_path / "store")
+    result = training_round(round_id="j-r1", config=config, store=store_url, seed=3)
+    keys = result.report["weights_keys"]
+    assert result.weights_key == keys[0] and len(keys) == 2
+    store = open_store(store_url)
+    by_target = {store.read_provenance(k).params["target"]: k for k in keys}
+    assert set(by_target) == {"text_to_image", "image_to_video"}
+    for ref in ("round:j-r1", f"store://{by_target['text_to_image']}"):
+        profile, used = apply_weights(load_profile("tiny-wan"), store_url, ref)
+        assert set(used) == set(keys)
+        for target, key in by_target.items():
+            assert getattr(profile, target).finetuned == f"store://{key}"
+    agents = agents_with_weights(profile, store_url)
+    for target, key in by_target.items():  # each pipeline appends its own agent's modulation
+        agent = getattr(agents, target)
+        assert key in agent.model_ref["revision"]
+        mod = read_safetensors(store, key, load_weights)["modulation"]
+        torch.testing.assert_close(installed(denoiser_of(agent.pipe)).weight.cpu(), mod)
