@@ -218,7 +218,9 @@ def training_prompts(enhancer: PromptEnhancer, n: int, seed: int, threshold: flo
     for attempt in range(max_rounds):
         draw = seed + 7919 * attempt
         shots = random.Random(draw).sample(list(seed_prompts), min(few_shot, len(seed_prompts)))
-        fresh = enhancer.generate(2 * (n - len(kept)), draw, shots)
+        # Examples only when there are some: enhancers written before few-shot take (n, seed).
+        wanted = 2 * (n - len(kept))
+        fresh = enhancer.generate(wanted, draw, shots) if shots else enhancer.generate(wanted, draw)
         kept += deduplicate(fresh, threshold, seen=[*seen, *seed_prompts, *kept])
         if len(kept) >= n:
             return kept[:n]
