@@ -8,7 +8,8 @@ no-modulation, random-init) averaged over the seeds.
 
 It prints, per arm and round, the held-out judge score (the config's own judges over the
 held-out prompts × seeds, tasks/training.py) pooled over the seeds, with a 95 % bootstrap
-interval over all samples, and the per-seed means.
+interval over all samples, the per-seed means, and how much better (judge A's score) the
+candidates each arm trained on were than their sets' means: the selection differential.
 
 Settings chosen so that selection *can* matter on random tiny models: both judges weigh one
 property strongly and the same way (imaging quality and dynamic degree, what the held-out score
@@ -64,6 +65,26 @@ def pooled(reports: list[dict], key: str) -> str:
     return f"{mean:.4f} [{low:.4f}, {high:.4f}]" if low is not None else f"{mean:.4f}"
 
 
+def selection_gap(store_url: str, reports: list[dict]) -> float:
+    """Mean over the training sets of judge A's score of the kept candidate minus the set's mean
+    score: how much better (in what the judges reward) the targets an arm trains on are."""
+    import io
+
+    import numpy as np
+    import pandas as pd
+
+    from storage import open_store
+
+    store, gaps = open_store(store_url), []
+    for report in reports:
+        for _, row in pd.read_parquet(io.BytesIO(store.get_bytes(report["dataset_key"]))).iterrows():
+            if pd.isna(row["chosen"]):
+                continue  # a discarded set trains nothing
+            scores = np.array([c["score"] for c in json.loads(row["judge_a_raw"])["candidates"]])
+            gaps.append(scores[int(row["chosen"])] - scores.mean())
+    return float(np.mean(gaps)) if gaps else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -94,13 +115,14 @@ def main() -> None:
           f"{args.seeds} seeds, {args.prompts} prompts × {args.candidates} candidates, "
           f"{args.steps} steps at lr {args.lr}, held-out {args.held_out_seeds} seeds/prompt")
     print("| arm | base | " + " | ".join(f"after r{r + 1}" for r in range(args.rounds))
-          + " | per-seed final means |")
-    print("|---" * (args.rounds + 3) + "|")
+          + " | per-seed final means | kept − set mean (judge A) |")
+    print("|---" * (args.rounds + 4) + "|")
     for arm, runs in arms.items():
         cells = [pooled([run[0] for run in runs], "held_out_before")]
         cells += [pooled([run[r] for run in runs], "held_out_after") for r in range(args.rounds)]
         finals = ", ".join(f"{run[-1]['held_out_after']:.4f}" for run in runs)
-        print(f"| {arm} | " + " | ".join(cells) + f" | {finals} |")
+        gap = selection_gap(store, [report for run in runs for report in run])
+        print(f"| {arm} | " + " | ".join(cells) + f" | {finals} | {gap:+.4f} |")
 
     if args.ablation:
         print("\n| variant (judge-selected) | final held-out, pooled over seeds |")
