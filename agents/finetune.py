@@ -412,7 +412,7 @@ def save_weights(weights: dict[str, torch.Tensor], path: str | os.PathLike,
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Inverse of :func:`save_weights`."""
-    return _read_safetensors(path, WEIGHTS_FORMAT, "not Mora fine-tuned weights")[1]
+    return _read_safetensors(path, WEIGHTS_FORMAT, "not a Mora fine-tuned weights file")[1]
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -464,7 +464,7 @@ def weights_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
     from safetensors.torch import load
 
     if _safetensors_metadata(data).get("format") != WEIGHTS_FORMAT:
-        raise MoraError("not Mora fine-tuned weights (safetensors metadata 'format' is missing or different)")
+        raise MoraError("not a Mora fine-tuned weights file (safetensors metadata 'format' is missing or different)")
     return load(data)
 
 

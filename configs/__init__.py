@@ -47,7 +47,11 @@ def _load_yaml(name_or_path: str, folder: Path, model: type, what: str):
     try:
         # libyaml's loader where PyYAML has it: the same documents, ~5x faster (a flow loads
         # its profile twice per run: validating the parameter, then running)
-        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(path.read_text())
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise MoraError(f"{what} {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -49,7 +49,7 @@ def _two_reviews():
     return two_reviews
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_one_webhook_call_per_review_pause_with_the_run_link(real_server):
     import prefect
 
@@ -81,6 +81,13 @@ def test_one_webhook_call_per_review_pause_with_the_run_link(real_server):
         thread.start()
         run_id = None
         for stage, calls in (("first-frame", 1), ("segment-1", 2)):
+            # First the pause (generation takes a while on a busy 2-core machine), then its call.
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and "error" not in outcome:
+                with real_server.api_settings():
+                    if pending_reviews():
+                        break
+                time.sleep(0.5)
             deadline = time.monotonic() + 90
             while len(Hooks.calls) < calls and time.monotonic() < deadline:
                 time.sleep(0.3)

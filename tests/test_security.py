@@ -152,7 +152,8 @@ def test_pickle_under_a_checkpoint_key_is_refused(payload, tmp_path):
     from agents.finetune import state_from_bytes, weights_from_bytes
     from storage import Provenance, open_store
     from tasks.artifacts import RunContext
-    from tasks.training import _weights, export_weights
+    from tasks.training import export_weights
+    from tasks.weights import finetuned as _weights  # what sampling loads a checkpoint with
 
     marker = tmp_path / "unpickled"
     if payload == "pickle":
