@@ -14,7 +14,7 @@ from typing import Any
 from agents.cache import MODEL_CACHE, ModelCache
 from agents.loading import Runtime, load_pipeline, place, rebuild
 from configs.schema import PipelineSpec
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 
 #: What a text-conditioned video model (Wan) is given when a run has no prompt and no other

@@ -47,7 +47,7 @@ class ModelCache:
     @property
     def budget_bytes(self) -> int | None:
         if self._budget is _UNSET:
-            from mora.settings import model_budget_bytes
+            from configs.settings import model_budget_bytes
 
             return model_budget_bytes()
         return self._budget  # type: ignore[return-value]

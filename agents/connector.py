@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from agents.base import PipelineAgent, check_seed
 from agents.image_to_video import first_video
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 if TYPE_CHECKING:
     from PIL.Image import Image

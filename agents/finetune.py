@@ -81,7 +81,7 @@ from agents.modulation import (
     uninstall,
 )
 from configs.finetune import FinetuneSpec
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 STATE_FORMAT = "mora-finetune-state/1"
 WEIGHTS_FORMAT = "mora-finetune-weights/1"

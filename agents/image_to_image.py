@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agents.base import PipelineAgent, check_seed, check_text
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -6,7 +6,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from agents.base import BatchPlan, PipelineAgent, batch_view, check_seed
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 if TYPE_CHECKING:
     from PIL.Image import Image

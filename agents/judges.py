@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict
 
 from agents.cache import MODEL_CACHE, ModelCache
 from configs.judges import JudgeSpec
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 if TYPE_CHECKING:
     from agents.loading import Runtime

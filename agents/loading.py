@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.cache import MODEL_CACHE, ModelCache
 from configs.schema import PipelineSpec, Profile
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 if TYPE_CHECKING:
     import torch

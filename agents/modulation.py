@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 FAMILIES = ("sd3", "wan", "svd")
 MODES = ("special_token", "random", "off")

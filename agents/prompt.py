@@ -12,7 +12,7 @@ from typing import Protocol
 
 from agents.base import check_text
 from configs.schema import PromptSpec
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 SYSTEM_PROMPT = (
     "You rewrite prompts for a text-to-video model. Keep the user's subject and action; add the "

@@ -29,8 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from mora.errors import MoraError
-from mora.settings import mora_home
+from configs.errors import MoraError
+from configs.settings import mora_home
 
 MARKER = "mora-random.json"
 SEED = 0

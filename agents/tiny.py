@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from mora.errors import MoraError
-from mora.settings import mora_home
+from configs.errors import MoraError
+from configs.settings import mora_home
 
 TINY_MODELS: tuple[str, ...] = ("sd3", "svd", "wan-i2v", "wan-flf2v", "ip2p")
 
@@ -58,7 +58,7 @@ def _zoo_root(home: Path | None) -> Path:
 
 
 def tiny_model_dir(name: str, home: Path | None = None) -> Path:
-    """``<home>/tiny/<name>`` (home defaults to ``mora.settings.mora_home()``); does not build."""
+    """``<home>/tiny/<name>`` (home defaults to ``configs.settings.mora_home()``); does not build."""
     _check_name(name)
     return _zoo_root(home) / name
 

@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from agents.tiny import MARKER, SEED, _locked, _quiet_progress_bars, _zoo_root, install_atomically
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 JUDGE_ZOO_VERSION = 1
 
@@ -96,7 +96,7 @@ def _check_arch(arch: str) -> None:
 
 
 def tiny_judge_dir(arch: str, home: Path | None = None) -> Path:
-    """``<home>/tiny/judge-<arch>`` (home defaults to ``mora.settings.mora_home()``); does not build."""
+    """``<home>/tiny/judge-<arch>`` (home defaults to ``configs.settings.mora_home()``); does not build."""
     _check_arch(arch)
     return _zoo_root(home) / TINY_JUDGES[arch]
 

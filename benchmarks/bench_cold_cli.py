@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--skip-p10", action="store_true")
     opts = parser.parse_args()
 
-    from mora.settings import mora_home
+    from configs.settings import mora_home
     from tests.prefect_server import free_port
 
     models = mora_home()

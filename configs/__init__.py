@@ -8,7 +8,7 @@ import yaml
 from pydantic import ValidationError
 
 from configs.schema import PipelineSpec, Profile, PromptSpec
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 TRAINING_DIR = Path(__file__).parent / "training"

@@ -40,6 +40,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from configs.metric_names import METRIC_NAMES
 from configs.schema import Device, Dtype
 
 JudgeBackend = Literal["metrics", "openai", "transformers"]
@@ -69,12 +70,6 @@ CRITERION_WEIGHT_FACTORS: dict[int, dict[str, float]] = {
     # frame-rate consistency and smoothness of motion
     10: {"motion_smoothness": 2.0, "temporal_flickering": 1.5},
 }
-
-
-def _metric_names() -> tuple[str, ...]:
-    from metrics.base import METRIC_NAMES
-
-    return METRIC_NAMES
 
 
 class JudgeSpec(BaseModel):
@@ -107,7 +102,7 @@ class JudgeSpec(BaseModel):
     @field_validator("weights")
     @classmethod
     def _known_metrics(cls, weights: dict[str, float]) -> dict[str, float]:
-        names = _metric_names()
+        names = METRIC_NAMES
         for metric, weight in weights.items():
             if metric not in names:
                 raise ValueError(f"unknown metric {metric!r} (known: {', '.join(names)})")

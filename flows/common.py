@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from configs import load_profile
 from configs.schema import WEIGHTS_REF_PATTERN, Profile
 from flows.stages import animate, review_loop
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage import open_store
 from storage.store import parse_store_url
 from tasks.artifacts import RunContext, VideoArtifact

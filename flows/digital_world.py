@@ -12,7 +12,7 @@ from prefect import flow
 from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, WeightsRef,
                           animate, ingest_inputs, open_run, publish, reviewed_edit)
 from flows.stages import reviewed_first_frame
-from mora.errors import MoraError
+from configs.errors import MoraError
 from tasks.generate import first_frame
 from tasks.review import ReviewPolicy
 

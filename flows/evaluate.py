@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from flows.common import ProfileRef, Prompt, Source, StoreUrl, WeightsRef, open_profile
 from flows.training import configured
 from metrics.paper_tables import paper_markdown
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage import open_store
 from tasks.artifacts import RunContext
 from tasks.evaluate import evaluate_video, export_vbench, publish_markdown, write_results

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 
 from flows.common import (ProfileRef, Prompt, Seed, Segments, SopResult, Source, StoreUrl,
                           WeightsRef, animate, ingest_inputs, open_run, publish)
-from mora.errors import MoraError
+from configs.errors import MoraError
 from tasks.artifacts import VideoArtifact
 from tasks.generate import last_frame, seam_drift, splice
 from tasks.review import ReviewPolicy

@@ -25,7 +25,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from configs import load_profile
 from configs.sampling import SamplingSpec
 from configs.training import TrainingConfig
-from mora.errors import MoraError
+from configs.errors import MoraError
 from tasks.artifacts import RunContext
 from tasks.training import CandidateSet, sample_candidates
 

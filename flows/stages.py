@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from configs.schema import Profile
-from mora.errors import MoraError
+from configs.errors import MoraError
 from tasks.artifacts import RunContext, VideoArtifact
 from tasks.generate import image_to_image, image_to_video, last_frame, text_to_image
 from tasks.report import SegmentProgress, clip_preview, image_preview

@@ -213,7 +213,7 @@ def configured(config: str, prompts: int | None = None, candidates: int | None =
         return cfg
     from pydantic import ValidationError
 
-    from mora.errors import MoraError
+    from configs.errors import MoraError
 
     try:
         return TrainingConfig.model_validate({**cfg.model_dump(), **overrides})

@@ -11,24 +11,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from configs.metric_names import METRIC_NAMES
+
 MetricKind = Literal["vbench", "proxy", "n/a"]
-
-#: The metric names of SPEC §6, in the order ``evaluate_video`` reports them.
-METRIC_NAMES: tuple[str, ...] = (
-    "subject_consistency",
-    "background_consistency",
-    "motion_smoothness",
-    "dynamic_degree",
-    "aesthetic_quality",
-    "imaging_quality",
-    "temporal_flickering",
-    "temporal_style",
-    "appearance_style",
-    "video_text_integration",
-    "tcon",
-    "tmean",
-)
-
 _KINDS = ("vbench", "proxy", "n/a")
 
 

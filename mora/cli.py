@@ -12,9 +12,9 @@ from rich.console import Console
 
 from mora.cli_review import review_app, run_with_terminal_review
 from mora.cli_server import server_app
-from mora.errors import MoraError
+from configs.errors import MoraError
 from mora.local_server import use_running_server
-from mora.settings import default_profile
+from configs.settings import default_profile
 
 app = typer.Typer(help="Mora: multi-agent video generation as Prefect workflows.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -112,7 +112,7 @@ def _check_writable_folder(path: Path, what: str) -> None:
 
 
 def _check_mora_home() -> None:
-    from mora.settings import mora_home
+    from configs.settings import mora_home
 
     _check_writable_folder(mora_home() / "tiny", f"MORA_HOME {mora_home()}")
 
@@ -621,7 +621,7 @@ def _print_records(records: list[dict], fmt: str) -> None:
 def build_tiny(force: bool = typer.Option(False, "--force", help="rebuild even if present")) -> None:
     """Build the offline tiny models under $MORA_HOME/tiny (idempotent)."""
     from agents.tiny import TINY_MODELS, ensure_tiny_model, tiny_model_dir
-    from mora.settings import mora_home
+    from configs.settings import mora_home
 
     _check_mora_home()
     with console.status("building tiny models…"):

@@ -29,7 +29,7 @@ def _server_for(run: str | None = None) -> None:
     starts without PREFECT_API_URL) knows no other process's runs."""
     from prefect.settings import PREFECT_API_URL
 
-    from mora.errors import MoraError
+    from configs.errors import MoraError
     from tasks.review import _uuid
 
     if run is not None:
@@ -65,7 +65,7 @@ def list_reviews() -> None:
 def save_previews(review, folder: Path) -> list[Path]:
     """Write a review's inline previews (images, the clip, the candidates' tiled clip) as
     files ``<run id>-<n>.<suffix>`` in ``folder``."""
-    from mora.errors import MoraError
+    from configs.errors import MoraError
     from tasks.review import preview_media
 
     try:
@@ -122,7 +122,7 @@ def pick(run: str = RunArg,
          candidate: int = typer.Argument(..., help="the candidate to keep (1-based)")) -> None:
     """Training: the judges disagreed; keep this candidate for the dataset."""
     if not 1 <= candidate <= 16:
-        from mora.errors import MoraError
+        from configs.errors import MoraError
 
         raise MoraError(f"candidate numbers start at 1 (at most 16), got {candidate}")
     _answer(run, action="pick", candidate=candidate)
@@ -146,7 +146,7 @@ def notify(webhook: str = typer.Argument(..., help="a Slack-compatible incoming-
     from prefect.blocks.webhook import Webhook
     from pydantic import ValidationError
 
-    from mora.errors import MoraError
+    from configs.errors import MoraError
 
     if not webhook.startswith(("http://", "https://")) or any(c.isspace() or ord(c) < 32
                                                                 for c in webhook):

@@ -20,8 +20,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mora.errors import MoraError
-from mora.settings import mora_home
+from configs.errors import MoraError
+from configs.settings import mora_home
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200

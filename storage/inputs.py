@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage.store import Store, _show, key_problem
 
 STORE_SCHEME = "store://"

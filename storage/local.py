@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage.provenance import Provenance
 from storage.store import (
     CHUNK,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage.local import Mismatch, _write_atomic, copy_hashing
 from storage.provenance import Provenance
 from storage.store import (

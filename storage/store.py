@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage.provenance import Provenance
 
 SIDECAR_SUFFIX = ".prov.json"
@@ -421,7 +421,7 @@ def open_store(url: str | os.PathLike | None = None) -> Store:
     ``None`` means ``MORA_STORE`` or ``./mora-store``. Nothing is created or contacted here.
     """
     if url is None:
-        from mora.settings import default_store_url
+        from configs.settings import default_store_url
 
         url = default_store_url()
     kind, args = parse_store_url(url)

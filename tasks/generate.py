@@ -12,7 +12,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from agents.registry import agents_for
 from configs.schema import Profile
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage import open_store
 from tasks import media
 from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
@@ -50,7 +50,7 @@ def on_gpu(fn):
         from contextlib import ExitStack
 
         from agents.progress import listening
-        from mora.settings import gpu_concurrency_limit
+        from configs.settings import gpu_concurrency_limit
         from tasks.report import StepProgress
 
         with ExitStack() as slot:
@@ -87,7 +87,7 @@ class GpuTask:
         return getattr(self.task, name)
 
     def __call__(self, *args, **kwargs):
-        from mora.settings import gpu_task_timeout_s, gpu_tasks_engine
+        from configs.settings import gpu_task_timeout_s, gpu_tasks_engine
 
         if gpu_tasks_engine() == "inline":
             return self.task(*args, **kwargs)

@@ -43,7 +43,7 @@ class InputArtifact(BaseModel, frozen=True):
 
 def _content_cache_key(context, parameters) -> str | None:
     """Cache on what the file holds; None (no caching) when it cannot be read: the task says why."""
-    from mora.errors import MoraError
+    from configs.errors import MoraError
 
     store_url, source, kind = parameters["store_url"], parameters["source"], parameters["kind"]
     try:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 if TYPE_CHECKING:
     from PIL.Image import Image

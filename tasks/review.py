@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefect.input import RunInput
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 ReviewMode = Literal["auto", "ask"]
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from agents.base import FinetunedWeights
 from agents.registry import AgentSet, agents_for
 from configs.schema import WEIGHTS_REF_PATTERN, Profile
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage import Store, open_store
 from storage.inputs import STORE_SCHEME
 from storage.store import key_problem

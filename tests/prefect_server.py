@@ -36,6 +36,25 @@ _DROP = ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_SERVE
          "PREFECT__WORKER_ID", "PREFECT__FLOW_RUN_ID", "PYTEST_CURRENT_TEST")
 
 
+_events_url: str | None = None
+
+
+def events_follow(api_url: str | None) -> None:
+    """Send this process's Prefect events to ``api_url`` from now on.
+
+    Prefect keeps one ``EventsWorker`` per process for a running server, keyed without the URL
+    (prefect/events/worker.py ``EventsWorker.instance``), and opens its client on the API URL of
+    the first event. A test that moves to another server (or after the last one stopped) must
+    drain it, or its events (``mora.review.waiting``, tasks/review.py) go to the old one."""
+    global _events_url
+    if api_url == _events_url:
+        return
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10, at_exit=False)
+    _events_url = api_url
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -206,6 +225,7 @@ class PrefectServer:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with temporary_settings({PREFECT_API_URL: self.api_url}):
+            events_follow(self.api_url)
             yield
 
     def leftover_pids(self) -> list[int]:
@@ -217,6 +237,7 @@ class PrefectServer:
         """Stop workers, then the server, then any straggler; return what had to be forced.
 
         Idempotent. An empty list means everything exited on SIGTERM and nothing is left."""
+        events_follow(None)
         problems = []
         for proc in [*reversed(self.workers), *([self.proc] if self.proc else [])]:
             try:

@@ -14,8 +14,8 @@ from agents.prompt import ChatEnhancer, TemplateEnhancer
 from agents.registry import agents_for
 from configs import load_profile
 from configs.schema import PipelineSpec, PromptSpec
-from mora.errors import MoraError
-from mora.settings import mora_home
+from configs.errors import MoraError
+from configs.settings import mora_home
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,7 @@ def tree(path: Path) -> dict[str, tuple[int, int]]:
 
 
 def mora_home() -> Path:
-    from mora.settings import mora_home as home
+    from configs.settings import mora_home as home
 
     return home()
 
@@ -708,7 +708,7 @@ def test_calling_a_flow_with_a_bad_parameter_raises_before_any_work(name, params
 ])
 def test_digital_world_checks_in_the_flow_before_any_model(params, message, workdir,
                                                            monkeypatch):
-    from mora.errors import MoraError
+    from configs.errors import MoraError
 
     folder, _ = workdir
     monkeypatch.chdir(folder)
@@ -749,7 +749,7 @@ STORE_URLS = [
 
 @pytest.mark.parametrize("url, problem", STORE_URLS)
 def test_store_url_parser_refuses(url, problem, tmp_path, monkeypatch):
-    from mora.errors import MoraError
+    from configs.errors import MoraError
     from storage import open_store
 
     monkeypatch.chdir(tmp_path)

@@ -103,7 +103,7 @@ def test_unbatchable_pipelines_fall_back_to_one_call_per_seed(monkeypatch):
 
 
 def test_bad_batch_inputs_are_one_line_errors():
-    from mora.errors import MoraError
+    from configs.errors import MoraError
 
     agents = agents_for(load_profile("tiny"))
     with pytest.raises(MoraError, match="seed must be"):

@@ -34,7 +34,7 @@ from agents.modulation import (
     uninstall,
 )
 from configs.finetune import PAPER_DEFAULTS, TINY_DEFAULTS, FinetuneSpec
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 torch.set_num_threads(1)
 

@@ -35,7 +35,7 @@ from agents.judges import (
 )
 from configs.judges import CRITERION_WEIGHT_FACTORS, DEFAULT_METRIC_JUDGES, JudgeSpec
 from metrics import METRIC_NAMES
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 # --------------------------------------------------------------------------- criteria
 
@@ -425,7 +425,7 @@ def test_openai_judge_errors_are_one_line_and_name_the_endpoint(chat_server, can
 @pytest.mark.parametrize("arch, name", [("qwen2_vl", "judge-qwen2-vl"), ("llava_onevision", "judge-llava-onevision")])
 def test_tiny_mllm_judge_runs_end_to_end(arch, name):
     from agents.tiny_judges import MODEL_CLASSES, ensure_tiny_judge, is_judge_built, tiny_judge_dir
-    from mora.settings import mora_home
+    from configs.settings import mora_home
 
     folder = ensure_tiny_judge(arch)
     assert folder == mora_home() / "tiny" / name == tiny_judge_dir(arch) and is_judge_built(arch)

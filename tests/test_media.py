@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 from tasks import media
 
 

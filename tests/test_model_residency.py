@@ -12,7 +12,7 @@ from agents.image_to_video import ImageToVideoAgent
 from agents.loading import Runtime
 from agents.text_to_image import TextToImageAgent
 from configs import load_profile
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 pytestmark = pytest.mark.usefixtures("tiny_zoo")
 RUNTIME = Runtime(device="cpu", dtype="float32")
@@ -86,7 +86,7 @@ def test_finetuned_pipeline_copies_only_the_denoiser(tiny):
 
 
 def test_budget_setting(monkeypatch):
-    from mora.settings import model_budget_bytes
+    from configs.settings import model_budget_bytes
 
     monkeypatch.delenv("MORA_MODEL_BUDGET_GB", raising=False)
     assert model_budget_bytes() is None

@@ -1,7 +1,7 @@
 import pytest
 
 from configs import list_profiles, load_profile
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 
 def test_builtin_profiles_load_and_name_real_models():

@@ -18,7 +18,7 @@ import agents.finetune as ft
 from agents.finetune import TrainingSample, finetune, inference_weights
 from configs.finetune import TINY_DEFAULTS, FinetuneSpec
 from configs.judges import JudgeSpec
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from flows.stages import ReviewLimitReached
 from flows.text_to_video import text_to_video
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage import open_store
 from tasks.review import (ReviewDecision, ReviewPolicy, ReviewTimedOut, answer_review,
                           pending_review, pending_reviews)

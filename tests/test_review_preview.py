@@ -11,7 +11,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage import open_store
 from storage.inputs import read_input
 from tasks import media

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 from tests.test_bad_input import run_cli, tree
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from flows.digital_world import STYLE_INSTRUCTION, digital_world
 from flows.edit_video import edit_video
 from flows.extend_video import DRIFT_TOLERANCE, DriftExceeded, extend_video
 from flows.image_to_video import image_to_video
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage import open_store
 from storage.inputs import read_input
 from tasks import media

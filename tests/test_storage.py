@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage import LocalStore, ModelRef, Provenance, S3Store, Store, open_store
 
 from tests.s3server import S3_BUCKET, s3_server, s3_store_url  # noqa: F401  (fixtures)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage import LocalStore, Provenance, S3Store
 
 from tests.s3faults import FaultProxy

@@ -15,7 +15,7 @@ from multiprocessing import get_context
 
 import pytest
 
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage import Provenance, Store, open_store
 
 from tests.s3server import s3_server, s3_store_url  # noqa: F401  (fixtures)

@@ -22,7 +22,7 @@ from agents.tiny import (
     is_built,
     tiny_model_dir,
 )
-from mora.errors import MoraError
+from configs.errors import MoraError
 
 EXPECTED_CLASSES = {
     "sd3": "StableDiffusion3Pipeline",

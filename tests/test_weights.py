@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from flows.training import training_round
-from mora.errors import MoraError
+from configs.errors import MoraError
 from storage import open_store
 from tasks.artifacts import load_frames
 from tests.test_bad_input import run_cli

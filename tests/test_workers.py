@@ -23,7 +23,7 @@ def test_gpu_tasks_need_their_concurrency_limit(tmp_path, monkeypatch):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    from mora.errors import MoraError
+    from configs.errors import MoraError
 
     name = f"gpu-test-{os.getpid()}"
     monkeypatch.setenv("MORA_GPU_LIMIT", name)

@@ -41,7 +41,7 @@ def gpu_tasks_engine() -> str:
     models loaded across flow runs)."""
     value = os.environ.get("MORA_GPU_TASKS", "").strip() or "inline"
     if value not in ("inline", "task-workers"):
-        from mora.errors import MoraError
+        from configs.errors import MoraError
 
         raise MoraError(f"MORA_GPU_TASKS must be inline or task-workers, got {value!r}")
     return value
@@ -64,7 +64,7 @@ def _positive_number(name: str, unit: str) -> float | None:
     except ValueError:
         value = -1.0
     if not 0 < value < float("inf"):
-        from mora.errors import MoraError
+        from configs.errors import MoraError
 
         raise MoraError(f"{name} must be a positive number of {unit}, got {raw!r}")
     return value
