@@ -82,7 +82,7 @@ def main() -> None:
     from configs import load_profile
     from configs.finetune import PAPER_DEFAULTS, FinetuneSpec
     from configs.judges import DEFAULT_METRIC_JUDGES
-    from tasks import media
+    from storage import media
 
     stages = Stages()
     print(f"# real-size dry run: sd3-svd, random weights, {args.size}x{args.size}, "

@@ -1,7 +1,7 @@
 """SOP 3, extend (paper A.3): the input's last frame → image-to-video → input + new frames.
 
 The output keeps the input's size and frame rate, and its frames unchanged; the new frames are
-resized and retimed to match (`tasks.media.join_conformed`). A drift guard compares the input's
+resized and retimed to match (`storage.media.join_conformed`). A drift guard compares the input's
 last frame with the first new frame (mean absolute difference, 0-255 pixel units) and warns or
 fails above a tolerance.
 """

@@ -239,7 +239,7 @@ def _run_sop(flow: str, out_file: Optional[Path], profile: Optional[str], store:
     if files:
         from storage import open_store
         from storage.inputs import read_input
-        from tasks.media import decode_input
+        from storage.media import decode_input
 
         opened = open_store(store_url)
         for name, kind in files.items():
@@ -530,7 +530,7 @@ def eval_cmd(
     _, store_url, _ = _common(profile, store, seed, models=False)  # metrics load no profile model
     from storage import open_store
     from storage.inputs import read_input
-    from tasks.media import decode_input
+    from storage.media import decode_input
 
     opened = open_store(store_url)
     around = {"reference": reference, "before": before, "after": after}

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from storage import ModelRef, Provenance, Store
-from tasks import media
+from storage import media
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -21,7 +21,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from storage import open_store
 from storage.inputs import STORE_SCHEME
-from tasks import media
+from storage import media
 from tasks.artifacts import RunContext, provenance
 from tasks.inputs import InputArtifact
 

@@ -14,7 +14,7 @@ from agents.registry import agents_for
 from configs.schema import Profile
 from configs.errors import MoraError
 from storage import open_store
-from tasks import media
+from storage import media
 from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
                              save_image, save_video)
 from tasks.weights import agents_with_weights

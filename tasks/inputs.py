@@ -16,7 +16,7 @@ from prefect import task
 
 from storage import open_store
 from storage.inputs import STORE_SCHEME, read_input
-from tasks import media
+from storage import media
 from tasks.artifacts import RunContext, VideoArtifact, provenance
 
 InputKind = Literal["image", "video"]

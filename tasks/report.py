@@ -10,7 +10,7 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from prefect.cache_policies import NO_CACHE
 
 from storage import open_store
-from tasks import media
+from storage import media
 from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
                             save_image)
 

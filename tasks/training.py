@@ -20,7 +20,7 @@ from agents.registry import agents_for
 from configs.schema import Profile
 from configs.training import TrainingConfig
 from storage import open_store
-from tasks import media
+from storage import media
 from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
                              put_safetensors, read_safetensors, save_image, save_video)
 from tasks.generate import CACHED, ON_GPU, on_gpu

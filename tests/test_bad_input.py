@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import media
+from storage import media
 from tests.test_cli_sops import write_inputs
 
 ZERO_RUN = "00000000-0000-0000-0000-000000000000"

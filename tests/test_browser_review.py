@@ -323,7 +323,7 @@ def _split_vote_flow():
     from configs import load_training_config
     from flows.training import decide
     from storage import open_store
-    from tasks import media
+    from storage import media
     from tasks.artifacts import RunContext, provenance, save_image, save_video
     from tasks.review import ReviewPolicy
     from tasks.training import Candidate, CandidateSet, Vote

@@ -5,7 +5,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tasks import media
+from storage import media
 from tests.test_cli import run
 
 BAD_INPUT = [

@@ -160,7 +160,7 @@ def test_deployed_text_to_video_runs_on_a_process_worker(server, tiny_zoo, tmp_p
 
     from flows.text_to_video import TextToVideoResult
     from storage import open_store
-    from tasks import media
+    from storage import media
 
     api_url_before = os.environ.get("PREFECT_API_URL")
     timings: dict[str, float] = {}

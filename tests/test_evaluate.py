@@ -18,7 +18,7 @@ from metrics import METRIC_NAMES
 from metrics.paper_tables import TABLE1, TABLE2, TABLE5, paper_markdown
 from storage import open_store
 from tasks.evaluate import vbench_name
-from tasks.media import encode_mp4
+from storage.media import encode_mp4
 
 KINDS = {"vbench", "proxy", "n/a"}
 MORA = [sys.executable, "-m", "mora.cli"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from configs.errors import MoraError
-from tasks import media
+from storage import media
 
 
 def _frames(t=9, h=64, w=64, seed=0):

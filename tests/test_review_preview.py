@@ -14,7 +14,7 @@ import pytest
 from configs.errors import MoraError
 from storage import open_store
 from storage.inputs import read_input
-from tasks import media
+from storage import media
 from tasks.artifacts import RunContext, load_frames, provenance, save_image, save_video
 from tasks.report import LINK_MARGIN_S, clip_preview, clips_preview, image_preview
 from tasks.review import (CandidateDecision, ReviewDecision, plain_description,

@@ -272,7 +272,7 @@ def test_input_names_never_become_keys(tmp_path, monkeypatch):
     """A user's file named like a path is stored under a generated key; the name is only
     recorded (as the source) in provenance."""
     from storage import open_store
-    from tasks import media
+    from storage import media
     from tasks.artifacts import RunContext
     from tasks.inputs import ingest
 

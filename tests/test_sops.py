@@ -12,7 +12,7 @@ from flows.image_to_video import image_to_video
 from configs.errors import MoraError
 from storage import open_store
 from storage.inputs import read_input
-from tasks import media
+from storage import media
 from tasks.review import ReviewDecision, ReviewPolicy
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "tiny_zoo")

@@ -10,7 +10,7 @@ from agents.image_to_video import ImageToVideoAgent
 from agents.text_to_image import TextToImageAgent
 from flows.text_to_video import text_to_video
 from storage import open_store
-from tasks import media
+from storage import media
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "tiny_zoo")
 

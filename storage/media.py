@@ -1,7 +1,9 @@
 """Frames, images and videos as bytes: PNG, lossless frame archives (.npz), playable mp4.
 
 Stages hand frames to each other losslessly (PNG for images, ``.npz`` for clips); the mp4 is
-the playable rendition for people. Everything here is pure: bytes in, bytes out.
+the playable rendition for people. Everything here is pure: bytes in, bytes out. It lives in
+storage/ because it is how artifacts are encoded in the store (tasks/artifacts.py writes and
+reads them through it); it knows no store backend.
 """
 
 from __future__ import annotations
