@@ -1,5 +1,6 @@
 """`mora review …`: answer paused runs through the Prefect API, and the terminal reviewer that
-`mora t2v --review ask` uses to answer its own run's pauses on stdin."""
+`mora t2v --review ask` uses to answer its own run's pauses on stdin, and the review client they
+share (the pause itself, and the answers' types, live in tasks/review.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import typer
+from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.prompt import Prompt
+
+from configs.errors import MoraError
+
+if TYPE_CHECKING:
+    from tasks.review import CandidateDecision, ReviewDecision
 
 review_app = typer.Typer(help="Answer flow runs paused for a human review (paper A.4).",
                          no_args_is_help=True)
@@ -29,8 +36,6 @@ def _server_for(run: str | None = None) -> None:
     starts without PREFECT_API_URL) knows no other process's runs."""
     from prefect.settings import PREFECT_API_URL
 
-    from configs.errors import MoraError
-    from tasks.review import _uuid
 
     if run is not None:
         _uuid(run)
@@ -40,7 +45,7 @@ def _server_for(run: str | None = None) -> None:
 
 
 def _answer(run: str, **decision: Any) -> None:
-    from tasks.review import CandidateDecision, ReviewDecision, answer_review
+    from tasks.review import CandidateDecision, ReviewDecision
 
     _server_for(run)
     kind = CandidateDecision if decision["action"] in ("pick", "reject") else ReviewDecision
@@ -51,7 +56,6 @@ def _answer(run: str, **decision: Any) -> None:
 @review_app.command("list")
 def list_reviews() -> None:
     """Runs waiting for a review, newest first."""
-    from tasks.review import pending_reviews
 
     _server_for()
     reviews = pending_reviews()
@@ -65,9 +69,6 @@ def list_reviews() -> None:
 def save_previews(review, folder: Path) -> list[Path]:
     """Write a review's inline previews (images, the clip, the candidates' tiled clip) as
     files ``<run id>-<n>.<suffix>`` in ``folder``."""
-    from configs.errors import MoraError
-    from tasks.review import preview_media
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -85,7 +86,6 @@ def show(run: str = RunArg,
          save: Optional[Path] = typer.Option(None, "--save", help="write the preview media "
                                              "(images, clips) to this folder")) -> None:
     """What a paused run asks about: the stage, the try, the preview."""
-    from tasks.review import pending_review, plain_description
 
     _server_for(run)
     review = pending_review(run)
@@ -122,9 +122,7 @@ def pick(run: str = RunArg,
          candidate: int = typer.Argument(..., help="the candidate to keep (1-based)")) -> None:
     """Training: the judges disagreed; keep this candidate for the dataset."""
     if not 1 <= candidate <= 16:
-        from configs.errors import MoraError
-
-        raise MoraError(f"candidate numbers start at 1 (at most 16), got {candidate}")
+            raise MoraError(f"candidate numbers start at 1 (at most 16), got {candidate}")
     _answer(run, action="pick", candidate=candidate)
 
 
@@ -145,8 +143,6 @@ def notify(webhook: str = typer.Argument(..., help="a Slack-compatible incoming-
     from prefect.automations import Automation
     from prefect.blocks.webhook import Webhook
     from pydantic import ValidationError
-
-    from configs.errors import MoraError
 
     if not webhook.startswith(("http://", "https://")) or any(c.isspace() or ord(c) < 32
                                                                 for c in webhook):
@@ -194,7 +190,6 @@ def run_with_terminal_review(start: Callable[[], Any], tag: str, interactive: bo
     """Run ``start()`` (a flow call tagged ``tag``) in a thread; answer its pauses here."""
     import tempfile
 
-    from tasks.review import answer_review, pending_reviews, plain_description
 
     previews = Path(tempfile.gettempdir()) / "mora-previews"
     outcome: dict[str, Any] = {}
@@ -229,3 +224,135 @@ def run_with_terminal_review(start: Callable[[], Any], tag: str, interactive: bo
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+# --- The review client: answering a pause from outside the run (`mora review`, scripts) -----
+
+class PendingReview(BaseModel):
+    flow_run_id: str
+    flow_run_name: str
+    kind: Literal["stage", "pick"] = Field(default="stage", description="stage: approve / "
+                                           "regenerate / edit; pick: pick a candidate or reject")
+    paused_since: str | None = None
+    description: str = ""
+
+
+def pending_reviews(tag: str | None = None, limit: int = 50) -> list[PendingReview]:
+    """Flow runs paused for a review (optionally only those tagged ``tag``), newest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterState,
+                                                FlowRunFilterStateName, FlowRunFilterTags)
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused"])),
+                tags=FlowRunFilterTags(all_=[tag]) if tag else None),
+            sort=FlowRunSort.START_TIME_DESC, limit=limit)
+        reviews = [_pending(client, run) for run in runs if _is_review(run)]
+        return [review for review in reviews if review is not None]
+
+
+def pending_review(flow_run_id: str, wait_s: float = 10.0) -> PendingReview:
+    """The review a run waits for; a run that is pausing right now gets ``wait_s`` to finish."""
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + wait_s
+    with get_client(sync_client=True) as client:
+        while True:
+            run = _read_run(client, flow_run_id)
+            if not (run.state and run.state.is_paused() and _is_review(run)):
+                state = run.state.name if run.state else "unknown"
+                raise MoraError(f"flow run {flow_run_id} is not waiting for a review "
+                                f"(state: {state})")
+            review = _pending(client, run)
+            if review is not None:
+                return review
+            if time.monotonic() > deadline:
+                raise MoraError(f"flow run {flow_run_id} is pausing but its review form is not "
+                                "saved yet; try again")
+            time.sleep(0.2)
+
+
+def answer_review(flow_run_id: str, decision: ReviewDecision | CandidateDecision) -> None:
+    """Resume a paused run with the reviewer's decision (what the UI's Resume form does)."""
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    pending_review(flow_run_id)  # a clear error for unknown or running runs
+    try:
+        resume_flow_run(_uuid(flow_run_id), run_input=decision.model_dump(mode="json"))
+    except (NotPausedError, FlowPauseTimeout, RuntimeError) as exc:
+        raise MoraError(f"cannot resume flow run {flow_run_id}: {exc}") from None
+
+
+def _is_review(run) -> bool:
+    return str(run.state.state_details.pause_key or "").startswith("review-")
+
+
+def _pending(client, run) -> PendingReview | None:
+    """None while the run is still saving its form (the description is written last)."""
+    import json
+
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+    from prefect.input.run_input import keyset_from_paused_state
+
+    try:
+        raw = client.read_flow_run_input(run.id, keyset_from_paused_state(run.state)["description"])
+    except ObjectNotFound:
+        return None
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return None
+        raise
+    description = json.loads(raw)
+    kind = "pick" if str(run.state.state_details.pause_key).startswith("review-pick-") else "stage"
+    return PendingReview(flow_run_id=str(run.id), flow_run_name=run.name, kind=kind,
+                         paused_since=str(run.state.timestamp), description=description)
+
+
+def _read_run(client, flow_run_id: str):
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_flow_run(_uuid(flow_run_id))
+    except ObjectNotFound:
+        raise MoraError(f"no flow run {flow_run_id}") from None
+
+
+def _uuid(flow_run_id: str):
+    from uuid import UUID
+
+    try:
+        return UUID(str(flow_run_id))
+    except ValueError:
+        raise MoraError(f"'{flow_run_id}' is not a flow run id") from None
+
+
+# --- The preview media inside a pause's description, for terminals and `--save` -------------
+
+_DATA_URI = r"data:(image/png|image/gif|video/mp4);base64,([A-Za-z0-9+/=]+)"
+_SUFFIXES = {"image/png": ".png", "image/gif": ".gif", "video/mp4": ".mp4"}
+
+
+def preview_media(description: str) -> list[tuple[str, bytes]]:
+    """The inline previews (data: URIs) of a review's description: (file suffix, bytes)."""
+    import base64
+    import re
+
+    return [(_SUFFIXES[mime], base64.b64decode(data))
+            for mime, data in re.findall(_DATA_URI, description)]
+
+
+def plain_description(description: str) -> str:
+    """The description for a terminal: each inline preview as a one-line placeholder."""
+    import re
+
+    def placeholder(match: "re.Match[str]") -> str:
+        return f"[inline {match.group(1)} preview, {len(match.group(2)) * 3 // 4 // 1000} kB]"
+
+    text = re.sub(r'<video src="' + _DATA_URI + r'"[^>]*></video>', placeholder, description)
+    return re.sub(r"!\[[^\]]*\]\(" + _DATA_URI + r"\)", placeholder, text)

@@ -122,7 +122,7 @@ def wait_for_review(srv: PrefectServer, proc: Proc, title: str, run_id: str | No
     """The pending review whose description contains ``title`` (of ``run_id`` if given)."""
     from prefect.exceptions import PrefectHTTPStatusError
 
-    from tasks.review import pending_reviews
+    from mora.cli_review import pending_reviews
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -321,7 +321,7 @@ def _split_vote_flow():
     from prefect import flow
 
     from configs import load_training_config
-    from flows.training import decide
+    from tasks.training import decide
     from storage import open_store
     from storage import media
     from tasks.artifacts import RunContext, provenance, save_image, save_video

@@ -11,8 +11,8 @@ from flows.stages import ReviewLimitReached
 from flows.text_to_video import text_to_video
 from configs.errors import MoraError
 from storage import open_store
-from tasks.review import (ReviewDecision, ReviewPolicy, ReviewTimedOut, answer_review,
-                          pending_review, pending_reviews)
+from mora.cli_review import answer_review, pending_review, pending_reviews
+from tasks.review import ReviewDecision, ReviewPolicy, ReviewTimedOut
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "tiny_zoo")
 

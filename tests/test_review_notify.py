@@ -53,7 +53,8 @@ def _two_reviews():
 def test_one_webhook_call_per_review_pause_with_the_run_link(real_server):
     import prefect
 
-    from tasks.review import ReviewDecision, answer_review, pending_reviews
+    from mora.cli_review import answer_review, pending_reviews
+    from tasks.review import ReviewDecision
 
     receiver = HTTPServer(("127.0.0.1", 0), Hooks)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()

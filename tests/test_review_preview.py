@@ -17,8 +17,8 @@ from storage.inputs import read_input
 from storage import media
 from tasks.artifacts import RunContext, load_frames, provenance, save_image, save_video
 from tasks.report import LINK_MARGIN_S, clip_preview, clips_preview, image_preview
-from tasks.review import (CandidateDecision, ReviewDecision, plain_description,
-                          preview_media)
+from mora.cli_review import plain_description, preview_media
+from tasks.review import CandidateDecision, ReviewDecision
 from tests.s3server import S3_BUCKET
 
 CTX = RunContext(sop="test", profile="tiny")

@@ -16,7 +16,8 @@ import yaml
 
 from flows.training import train, training_round
 from storage import open_store
-from tasks.review import CandidateDecision, answer_review, pending_reviews
+from mora.cli_review import answer_review, pending_reviews
+from tasks.review import CandidateDecision
 from tasks.review import ReviewPolicy
 from tasks.training import read_dataset
 
@@ -266,7 +267,7 @@ def test_scheduled_round_continues_from_the_newest_round(tmp_path, local_store):
 
 def test_random_selection_control_ignores_the_judges(tmp_path):
     """benchmarks/bench_learning.py's control arm: a seeded random candidate, whatever the vote."""
-    from flows.training import decide
+    from tasks.training import decide
     from tasks.artifacts import RunContext, VideoArtifact
     from tasks.training import Candidate, CandidateSet, Vote
 
