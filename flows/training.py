@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from configs import load_profile, load_training_config
@@ -23,10 +23,8 @@ from configs.training import TrainingConfig
 from flows.sampling import SampleJob, sample_all
 from storage import open_store
 from tasks.artifacts import RunContext
-from tasks.generate import CACHED
-from tasks.report import clips_preview
-from tasks.review import ReviewPolicy, human_pick
-from tasks.training import (CandidateSet, Decision, HeldOutScore, Vote, export_weights,
+from tasks.review import ReviewPolicy
+from tasks.training import (CandidateSet, Decision, HeldOutScore, Vote, decide, export_weights,
                             finetune_chunk, generate_prompts, held_out_score, judge_candidates,
                             latest_round, plot_rounds, write_dataset, write_report)
 from tasks.weights import trained_together
@@ -52,58 +50,6 @@ class TrainResult(BaseModel):
     store: str
     rounds: list[RoundResult]
     plot_key: str
-
-
-@task(name="decide", **CACHED)
-def decide(cfg: TrainingConfig, store_url: str, ctx: RunContext, cset: CandidateSet, vote: Vote,
-           policy: ReviewPolicy) -> Decision:
-    """Judges agree: accept. They differ: a human picks or rejects (paper A.6), or, unattended,
-    the configured rule. Cached, so a resumed round does not ask again. With ``selection:
-    random`` (the control of benchmarks/bench_learning.py) a seeded random candidate instead."""
-    if cfg.selection == "random":
-        draw = random.Random("random-pick/" + ",".join(str(c.seed) for c in cset.candidates))
-        return Decision(outcome="random", chosen=draw.randrange(len(cset.candidates)))
-    if vote.agreed is not None:
-        return Decision(outcome="accepted", chosen=vote.agreed)
-    if policy.mode == "ask":
-        answer = human_pick(f"pick-{cset.prompt_index + 1}",
-                            _pick_markdown(store_url, cset, vote, policy.timeout_s),
-                            policy, len(cset.candidates))
-        if answer is not None:
-            if answer.action == "reject":
-                return Decision(outcome="discarded", chosen=None)
-            return Decision(outcome="human", chosen=answer.candidate - 1)
-    judge_a_best = (vote.judgements[0]["ranking"] or [None])[0]
-    if cfg.unattended == "judge_a" and judge_a_best is not None:
-        return Decision(outcome="unattended", chosen=judge_a_best)
-    return Decision(outcome="discarded", chosen=None)
-
-
-def _pick_markdown(store_url: str, cset: CandidateSet, vote: Vote, expires_s: int) -> str:
-    """All C candidates playing side by side, numbered as the form numbers them (1 = left),
-    the criterion, each judge's ranking and scores, and where they part ways."""
-    def ranking(judgement: dict) -> str:
-        order = judgement["ranking"]
-        return " > ".join(str(i + 1) for i in order) if order else "(no full ranking)"
-
-    def scores(judgement: dict) -> str:
-        values = judgement.get("scores")
-        return ", ".join(f"{i}: {v:.3g}" for i, v in enumerate(values, 1)) if values else "-"
-
-    def why(judgement: dict) -> str:
-        if not judgement["ranking"]:
-            raw = " ".join(str(judgement["raw"]).split())[:200].replace("|", "\\|")
-            return f"its answer did not parse: {raw or '(empty)'}"
-        return f"puts {judgement['ranking'][0] + 1} first"
-
-    rows = "\n".join(f"| {j['judge']} | {ranking(j)} | {scores(j)} | {why(j)} |"
-                     for j in vote.judgements)
-    clips = clips_preview(store_url, [c.video for c in cset.candidates],
-                          f"candidates 1-{len(cset.candidates)}, numbered in their corners",
-                          expires_s)
-    return (f"**prompt**: {cset.prompt}\n\n**criterion {vote.criterion_id}**: {vote.criterion}"
-            f"\n\n{clips}\n\n| judge | ranking (best first) | scores | why they differ |\n"
-            f"|---|---|---|---|\n{rows}")
 
 
 @flow(name="training-round", log_prints=True)

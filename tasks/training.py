@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import io
 import json
+import random
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel
 
 from prefect import task
 
+from agents.candidates import sample_batches
 from agents.registry import agents_for
 from configs.schema import Profile
 from configs.training import TrainingConfig
@@ -24,6 +25,8 @@ from storage import media
 from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
                              put_safetensors, read_safetensors, save_image, save_video)
 from tasks.generate import CACHED, ON_GPU, on_gpu
+from tasks.report import clips_preview
+from tasks.review import ReviewPolicy, human_pick
 from tasks.weights import agents_with_weights, target_of, with_checkpoint, with_checkpoints
 
 ON_CPU = dict(CACHED)
@@ -62,7 +65,7 @@ class ChunkResult(BaseModel, frozen=True):
     factors: list[float]
 
 
-def _agents(profile: Profile, cfg: TrainingConfig, store_url: str, weights_key: str | None):
+def _agents(profile: Profile, store_url: str, weights_key: str | None):
     """(text-to-image, image-to-video) agents: the fine-tuned ones sampling with ``weights_key``
     and the weights trained together with it (None: as the profile says), as every SOP samples
     with named weights (tasks/weights.py)."""
@@ -99,18 +102,16 @@ def sample_candidates(profile: Profile, cfg: TrainingConfig, store_url: str, ctx
     ``cfg.sampling.batch`` candidates per pipeline call (same frames as one call per seed)."""
     enhanced = agents_for(profile).enhancer.enhance(prompt)
     ctx = ctx.model_copy(update={"prompt": prompt, "enhanced_prompt": enhanced})
-    text_to_image, image_to_video = _agents(profile, cfg, store_url, weights_key)
+    text_to_image, image_to_video = _agents(profile, store_url, weights_key)
     store = open_store(store_url)
-    size = cfg.sampling.batch or len(seeds)
     candidates = []
-    for start in range(0, len(seeds), size):
-        chunk = seeds[start:start + size]
-        frames = text_to_image.batch(enhanced, chunk, cfg.sampling.exact)
+    for start, chunk, frames, videos in sample_batches(text_to_image, image_to_video, enhanced,
+                                                       seeds, cfg.sampling.batch,
+                                                       cfg.sampling.exact):
         frame_keys = [save_image(store, frame, provenance("image", ctx, seed,
                                                           [text_to_image.model_ref],
                                                           stage="candidate_first_frame"))
                       for frame, seed in zip(frames, chunk)]
-        videos = image_to_video.batch(frames, enhanced, chunk, cfg.sampling.exact)
         for offset, (seed, frame_key, video) in enumerate(zip(chunk, frame_keys, videos)):
             index = start + offset
             artifact = save_video(store, media.images_to_array(video),
@@ -137,6 +138,58 @@ def judge_candidates(cfg: TrainingConfig, store_url: str, cset: CandidateSet,
     return Vote(criterion_id=criterion_id, criterion=criterion_text(criterion_id),
                 judgements=[j.model_dump(mode="json") for j in judgements],
                 agreed=common_best(judgements))
+
+
+@task(name="decide", **CACHED)
+def decide(cfg: TrainingConfig, store_url: str, ctx: RunContext, cset: CandidateSet, vote: Vote,
+           policy: ReviewPolicy) -> Decision:
+    """Judges agree: accept. They differ: a human picks or rejects (paper A.6), or, unattended,
+    the configured rule. Cached, so a resumed round does not ask again. With ``selection:
+    random`` (the control of benchmarks/bench_learning.py) a seeded random candidate instead."""
+    if cfg.selection == "random":
+        draw = random.Random("random-pick/" + ",".join(str(c.seed) for c in cset.candidates))
+        return Decision(outcome="random", chosen=draw.randrange(len(cset.candidates)))
+    if vote.agreed is not None:
+        return Decision(outcome="accepted", chosen=vote.agreed)
+    if policy.mode == "ask":
+        answer = human_pick(f"pick-{cset.prompt_index + 1}",
+                            _pick_markdown(store_url, cset, vote, policy.timeout_s),
+                            policy, len(cset.candidates))
+        if answer is not None:
+            if answer.action == "reject":
+                return Decision(outcome="discarded", chosen=None)
+            return Decision(outcome="human", chosen=answer.candidate - 1)
+    judge_a_best = (vote.judgements[0]["ranking"] or [None])[0]
+    if cfg.unattended == "judge_a" and judge_a_best is not None:
+        return Decision(outcome="unattended", chosen=judge_a_best)
+    return Decision(outcome="discarded", chosen=None)
+
+
+def _pick_markdown(store_url: str, cset: CandidateSet, vote: Vote, expires_s: int) -> str:
+    """All C candidates playing side by side, numbered as the form numbers them (1 = left),
+    the criterion, each judge's ranking and scores, and where they part ways."""
+    def ranking(judgement: dict) -> str:
+        order = judgement["ranking"]
+        return " > ".join(str(i + 1) for i in order) if order else "(no full ranking)"
+
+    def scores(judgement: dict) -> str:
+        values = judgement.get("scores")
+        return ", ".join(f"{i}: {v:.3g}" for i, v in enumerate(values, 1)) if values else "-"
+
+    def why(judgement: dict) -> str:
+        if not judgement["ranking"]:
+            raw = " ".join(str(judgement["raw"]).split())[:200].replace("|", "\\|")
+            return f"its answer did not parse: {raw or '(empty)'}"
+        return f"puts {judgement['ranking'][0] + 1} first"
+
+    rows = "\n".join(f"| {j['judge']} | {ranking(j)} | {scores(j)} | {why(j)} |"
+                     for j in vote.judgements)
+    clips = clips_preview(store_url, [c.video for c in cset.candidates],
+                          f"candidates 1-{len(cset.candidates)}, numbered in their corners",
+                          expires_s)
+    return (f"**prompt**: {cset.prompt}\n\n**criterion {vote.criterion_id}**: {vote.criterion}"
+            f"\n\n{clips}\n\n| judge | ranking (best first) | scores | why they differ |\n"
+            f"|---|---|---|---|\n{rows}")
 
 
 MANIFEST_COLUMNS = ["round_id", "prompt_index", "prompt", "enhanced_prompt", "criterion_id",
@@ -269,58 +322,30 @@ class HeldOutScore(BaseModel, frozen=True):
 @on_gpu
 def held_out_score(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: RunContext,
                    weights_key: str | None) -> HeldOutScore:
-    """The config's own judges score fresh samples of the fixed held-out prompts × seeds.
-
-    What the loop optimises is the judges' preference under criteria drawn from the paper's
-    ten, so sample k is judged under criterion ``k mod 10 + 1`` (the same draws for every
-    weights). A judge with scores (metrics) gives its score of the sample; a judge that only
-    ranks (an MLLM) gives its preference against the base weights' sample of the same prompt
-    and seed: 1 when it ranks this one first, 0 when the base's, 0.5 without a ranking (and 0.5
-    for the base weights themselves, where both are the same video)."""
-    from agents.judges import MetricCache, make_judge
+    """The config's own judges score fresh samples of the fixed held-out prompts × seeds
+    (agents/held_out.py), each sample stored as a video; their mean and its interval."""
+    from agents.held_out import held_out_scores
     from metrics.stats import bootstrap_mean
 
-    text_to_image, image_to_video = _agents(profile, cfg, store_url, weights_key)
-    base_t2i, base_i2v = _agents(with_checkpoint(with_checkpoint(profile, "text_to_image", None),
-                                                 "image_to_video", None), cfg, store_url, None)
-    tuned = (text_to_image.weights, image_to_video.weights) != (None, None)
-    judges = [make_judge(spec) for spec in cfg.judges]
-    enhancer = agents_for(profile).enhancer
+    agents = _agents(profile, store_url, weights_key)
+    base = _agents(with_checkpoint(with_checkpoint(profile, "text_to_image", None),
+                                   "image_to_video", None), store_url, None)
+    tuned = (agents[0].weights, agents[1].weights) != (None, None)
     store = open_store(store_url)
     fps = float(profile.image_to_video.fps)
-    scores, videos = [], []
-    for j in range(cfg.held_out_seeds):
-        for i, prompt in enumerate(cfg.held_out_prompts):
-            enhanced = enhancer.enhance(prompt)
-            seed, criterion = cfg.held_out_seed + i + 1000 * j, len(scores) % 10 + 1
-            video = media.images_to_array(image_to_video(text_to_image(enhanced, seed), enhanced,
-                                                         seed))
-            videos.append(save_video(store, video, fps, provenance(
-                "video", ctx.model_copy(update={"prompt": prompt, "enhanced_prompt": enhanced}),
-                seed, [text_to_image.model_ref, image_to_video.model_ref], stage="held-out",
-                criterion=criterion)).frames_key)
-            base = None
-            if tuned and any(spec.backend != "metrics" for spec in cfg.judges):
-                base = media.images_to_array(base_i2v(base_t2i(enhanced, seed), enhanced, seed))
-            cache = MetricCache()
-            scores.append(float(np.nanmean([
-                _judge_score(spec, judge, video, base, fps, enhanced, criterion, cache)
-                for spec, judge in zip(cfg.judges, judges)])))
+    models = [agent.model_ref for agent in agents]
+    videos: list[str] = []
+
+    def keep(video, prompt: str, enhanced: str, seed: int, criterion: int) -> None:
+        videos.append(save_video(store, video, fps, provenance(
+            "video", ctx.model_copy(update={"prompt": prompt, "enhanced_prompt": enhanced}),
+            seed, models, stage="held-out", criterion=criterion)).frames_key)
+
+    scores = held_out_scores(cfg, agents_for(profile).enhancer, agents,
+                             base if tuned else None, fps, keep)
     mean, low, high = bootstrap_mean(scores)
     return HeldOutScore(mean=mean, low=low, high=high, scores=scores,
                         judges=[spec.name for spec in cfg.judges], videos=videos)
-
-
-def _judge_score(spec, judge, video: np.ndarray, base: np.ndarray | None, fps: float,
-                 prompt: str, criterion: int, cache) -> float:
-    """One judge's score in [0, 1] of ``video`` (see :func:`held_out_score`)."""
-    if spec.backend == "metrics":
-        scores = judge.rank([video], fps, prompt, criterion, metric_cache=cache).scores
-        return float(scores[0]) if scores else float("nan")
-    if base is None:
-        return 0.5
-    best = judge.rank([video, base], fps, prompt, criterion, metric_cache=cache).best
-    return 0.5 if best is None else float(best == 0)
 
 
 @task(name="write-report", **CACHED)
@@ -334,39 +359,13 @@ def write_report(store_url: str, ctx: RunContext, round_id: str, report: dict) -
 
 @task(name="plot-rounds")
 def plot_rounds(store_url: str, ctx: RunContext, reports: list[dict]) -> str:
-    """A PNG of the per-round figures: held-out score before/after, agreement, loss."""
-    import matplotlib
+    """A PNG of the per-round figures (metrics/plots.py) in the store."""
+    from metrics.plots import rounds_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rounds = [r["round_id"] for r in reports]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    for when, style in (("before", "o--"), ("after", "o-")):
-        means = [r[f"held_out_{when}"] for r in reports]
-        bounds = [r.get(f"held_out_{when}_ci") or [m, m] for r, m in zip(reports, means)]
-        errors = [[m - b[0] for m, b in zip(means, bounds)], [b[1] - m for m, b in zip(means, bounds)]]
-        axes[0].errorbar(rounds, means, yerr=errors, fmt=style, capsize=3, label=when)
-    axes[0].set_title("held-out judge score (95 % CI)")
-    axes[0].legend()
-    axes[1].bar(rounds, [r["agreement_rate"] for r in reports])
-    axes[1].set_ylim(0, 1)
-    axes[1].set_title("judge agreement rate")
-    step = 0
-    for r in reports:
-        xs = list(range(step + 1, step + 1 + len(r["losses"])))
-        axes[2].plot(xs, r["losses"], label=r["round_id"])
-        step += len(r["losses"])
-    axes[2].set_title("training loss per step")
-    axes[2].set_xlabel("step")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     store = open_store(store_url)
     key = store.new_key("reports", ".png")
-    return store.put_bytes(key, buffer.getvalue(), provenance(
-        "report", ctx, stage="rounds-plot", rounds=rounds))
+    return store.put_bytes(key, rounds_png(reports), provenance(
+        "report", ctx, stage="rounds-plot", rounds=[r["round_id"] for r in reports]))
 
 
 class LatestRound(BaseModel, frozen=True):
