@@ -45,15 +45,15 @@ def direct_t2v(prompt: str, segments: int, store_url: str, seed: int, stage_time
     prof = load_profile("tiny")
     enhanced = timed("enhance-prompt", enhance_prompt.fn, prof, prompt)
     ctx = RunContext(sop="text-to-video", profile="tiny", prompt=prompt, enhanced_prompt=enhanced)
-    start = timed("text-to-image", text_to_image.fn, prof, store_url, ctx, seed)
+    start = timed("text-to-image", text_to_image.fn, prof, store_url, ctx, enhanced, seed)
     clips = []
     for segment in range(segments):
-        clip = timed("image-to-video", image_to_video.fn, prof, store_url, ctx, start,
+        clip = timed("image-to-video", image_to_video.fn, prof, store_url, ctx, start, enhanced,
                      seed + 1000 * segment, segment)
         clips.append(clip)
         if segment + 1 < segments:
-            start = timed("last-frame", last_frame.fn, prof, store_url, ctx, clip)
-    video = timed("join-clips", join_clips.fn, prof, store_url, ctx, clips)
+            start = timed("last-frame", last_frame.fn, store_url, ctx, clip)
+    video = timed("join-clips", join_clips.fn, store_url, ctx, clips)
     timed("contact-sheet", contact_sheet.fn, store_url, ctx, video)
 
 

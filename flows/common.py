@@ -92,13 +92,14 @@ class SopResult(BaseModel):
 
 
 def open_run(profile: str, store: str | None, sop: str, prompt: str | None = None,
-             weights: str | None = None) -> tuple[Profile, str, RunContext]:
+             weights: str | None = None) -> tuple[Profile, str, RunContext, str | None]:
     """Resolve the profile, the store and the fine-tuned weights the run samples with (bad
-    names and foreign checkpoints fail before any work), enhance the prompt."""
+    names and foreign checkpoints fail before any work), enhance the prompt: the profile, the
+    store's URL, the run's provenance and the enhanced prompt (None without a prompt)."""
     prof, store_url, keys = open_profile(profile, store, weights)
     enhanced = enhance_prompt(prof, prompt) if prompt is not None else None
     return prof, store_url, RunContext(sop=sop, profile=prof.name, prompt=prompt,
-                                       enhanced_prompt=enhanced, weights=keys)
+                                       enhanced_prompt=enhanced, weights=keys), enhanced
 
 
 def open_profile(profile: str, store: str | None,
@@ -129,12 +130,13 @@ def reviewed_edit(profile: Profile, store_url: str, ctx: RunContext, image_key: 
 
 
 def reviewed_transition(profile: Profile, store_url: str, ctx: RunContext,
-                        before: VideoArtifact, after: VideoArtifact, seed: int,
-                        policy: ReviewPolicy) -> VideoArtifact:
-    """The connector's transition clip: approve / regenerate (new seed)."""
+                        before: VideoArtifact, after: VideoArtifact, prompt: str | None,
+                        seed: int, policy: ReviewPolicy) -> VideoArtifact:
+    """The connector's transition clip given ``prompt``: approve / regenerate (new seed)."""
     return review_loop(
         "transition", "transition", policy,
-        make=lambda attempt: connect(profile, store_url, ctx, before, after, seed + attempt),
+        make=lambda attempt: connect(profile, store_url, ctx, before, after, prompt,
+                                     seed + attempt),
         preview=lambda clip: clip_preview(store_url, clip, "transition", policy.timeout_s))
 
 

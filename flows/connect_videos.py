@@ -33,18 +33,18 @@ def connect_videos(
     review: ReviewPolicy = ReviewPolicy(),
 ) -> ConnectVideosResult:
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
-    prof, store_url, ctx = open_run(profile, store, "connect-videos", prompt, weights)
+    prof, store_url, ctx, enhanced = open_run(profile, store, "connect-videos", prompt, weights)
 
     # 2. Both videos into the store.
     inputs = ingest_inputs(store_url, ctx, video_a=(video_a, "video"), video_b=(video_b, "video"))
     a, b = inputs["video_a"].video, inputs["video_b"].video
 
     # 3. The transition from A's last frame to B's first, reviewed.
-    transition = reviewed_transition(prof, store_url, ctx, a, b, seed, review)
+    transition = reviewed_transition(prof, store_url, ctx, a, b, enhanced, seed, review)
 
     # 4. How well the joins line up (0-255, recorded), then A + transition + B at A's size and fps.
     seams = [seam_drift(store_url, a, transition), seam_drift(store_url, transition, b)]
-    output = splice(prof, store_url, ctx, [a, transition, b], {"seams": seams})
+    output = splice(store_url, ctx, [a, transition, b], {"seams": seams})
 
     # 5. Publish.
     return publish(ConnectVideosResult, store_url, ctx, output, list(inputs.values()),

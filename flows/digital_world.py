@@ -43,20 +43,20 @@ def digital_world(
     if (prompt is None) == (video is None):
         raise MoraError("digital world takes a prompt or a video, exactly one of them")
     text = styled_prompt(prompt) if prompt is not None else None
-    prof, store_url, ctx = open_run(profile, store, "digital-world", text, weights)
+    prof, store_url, ctx, enhanced = open_run(profile, store, "digital-world", text, weights)
 
     # 2. The first frame: text-to-image of the styled prompt, or the video's first frame
     #    restyled by image-to-image; reviewed either way.
     inputs = ingest_inputs(store_url, ctx, video=(video, "video")) if video is not None else {}
     made: list[str] = []
     if prompt is not None:
-        first = reviewed_first_frame(prof, store_url, ctx, seed, review)
+        first = reviewed_first_frame(prof, store_url, ctx, enhanced, seed, review)
     else:
-        made.append(first_frame(prof, store_url, ctx, inputs["video"].video))
+        made.append(first_frame(store_url, ctx, inputs["video"].video))
         first = reviewed_edit(prof, store_url, ctx, made[0], STYLE_INSTRUCTION, seed, review)
 
     # 3. Animate it, reviewed; publish.
-    clip = animate(prof, store_url, ctx, first, seed, 1, review)[0]
+    clip = animate(prof, store_url, ctx, first, enhanced, seed, 1, review)[0]
     style = STYLE_PHRASE if prompt is not None else STYLE_INSTRUCTION
     return publish(DigitalWorldResult, store_url, ctx, clip, list(inputs.values()),
                    [*made, first], {"style": style, "seed": seed},

@@ -30,18 +30,18 @@ def edit_video(
     review: ReviewPolicy = ReviewPolicy(),
 ) -> EditVideoResult:
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
-    prof, store_url, ctx = open_run(profile, store, "edit-video", prompt, weights)
-    ctx = ctx.model_copy(update={"instruction": instruction})  # the video's text without a prompt
+    prof, store_url, ctx, enhanced = open_run(profile, store, "edit-video", prompt, weights)
 
     # 2. The user's video into the store.
     source = ingest_inputs(store_url, ctx, video=(video, "video"))["video"]
 
     # 3. Its first frame, edited by the instruction and reviewed.
-    original = first_frame(prof, store_url, ctx, source.video)
+    original = first_frame(store_url, ctx, source.video)
     edited = reviewed_edit(prof, store_url, ctx, original, instruction, seed, review)
 
     # 4. Animate the edited frame, reviewed; publish.
-    clip = animate(prof, store_url, ctx, edited, seed, 1, review)[0]
+    # Without a prompt, the video model is given the instruction.
+    clip = animate(prof, store_url, ctx, edited, enhanced, seed, 1, review, instruction)[0]
     return publish(EditVideoResult, store_url, ctx, clip, [source], [original, edited],
                    {"instruction": instruction, "seed": seed},
                    first_frame_key=edited, instruction=instruction)

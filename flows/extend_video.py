@@ -55,14 +55,14 @@ def extend_video(
     review: ReviewPolicy = ReviewPolicy(),
 ) -> ExtendVideoResult:
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
-    prof, store_url, ctx = open_run(profile, store, "extend-video", prompt, weights)
+    prof, store_url, ctx, enhanced = open_run(profile, store, "extend-video", prompt, weights)
 
     # 2. The user's video into the store.
     source = ingest_inputs(store_url, ctx, video=(video, "video"))["video"]
 
     # 3. New clips from the input's last frame, reviewed.
-    start = last_frame(prof, store_url, ctx, source.video)
-    clips = animate(prof, store_url, ctx, start, seed, segments, review)
+    start = last_frame(store_url, ctx, source.video)
+    clips = animate(prof, store_url, ctx, start, enhanced, seed, segments, review)
 
     # 4. Drift guard: does the new footage start where the input ends?
     measured = seam_drift(store_url, source.video, clips[0])
@@ -76,7 +76,7 @@ def extend_video(
 
     # 5. Input + new frames, at the input's size and fps; publish.
     drift_params = {"drift": round(measured, 3), "drift_tolerance": drift_tolerance}
-    output = splice(prof, store_url, ctx, [source.video, *clips], drift_params)
+    output = splice(store_url, ctx, [source.video, *clips], drift_params)
     return publish(ExtendVideoResult, store_url, ctx, output, [source], [start, *clips],
                    {"segments": segments, "seed": seed, **drift_params},
                    new_clips=clips, drift=measured, drift_tolerance=drift_tolerance,

@@ -26,7 +26,7 @@ def image_to_video(
     review: ReviewPolicy = ReviewPolicy(),
 ) -> ImageToVideoResult:
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
-    prof, store_url, ctx = open_run(profile, store, "image-to-video", prompt, weights)
+    prof, store_url, ctx, enhanced = open_run(profile, store, "image-to-video", prompt, weights)
 
     # 2. The user's image into the store: the input every output names as its origin.
     inputs = ingest_inputs(store_url, ctx, image=(image, "image"))
@@ -37,7 +37,7 @@ def image_to_video(
         first = reviewed_edit(prof, store_url, ctx, first, edit_instruction, seed, review)
 
     # 4. Animate it, reviewed.
-    clips = animate(prof, store_url, ctx, first, seed, 1, review)
+    clips = animate(prof, store_url, ctx, first, enhanced, seed, 1, review)
 
     # 5. Publish the result on the run page.
     return publish(ImageToVideoResult, store_url, ctx, clips[0], list(inputs.values()),

@@ -40,36 +40,41 @@ def review_loop(stage: str, label: str, policy: ReviewPolicy, make: Callable[[in
     raise ReviewLimitReached(f"{label} was not approved after {policy.max_tries} tries; stopping")
 
 
-def reviewed_first_frame(profile: Profile, store_url: str, ctx: RunContext, seed: int,
-                         policy: ReviewPolicy) -> str:
-    """Text-to-image, then approve / regenerate (new seed) / edit (image-to-image)."""
+def reviewed_first_frame(profile: Profile, store_url: str, ctx: RunContext, prompt: str,
+                         seed: int, policy: ReviewPolicy) -> str:
+    """Text-to-image of ``prompt``, then approve / regenerate (new seed) / edit
+    (image-to-image)."""
     return review_loop(
         "first-frame", "first frame", policy,
-        make=lambda attempt: text_to_image(profile, store_url, ctx, seed + attempt),
+        make=lambda attempt: text_to_image(profile, store_url, ctx, prompt, seed + attempt),
         preview=lambda key: image_preview(store_url, key, "first frame", policy.timeout_s),
         edit=lambda key, text: image_to_image(profile, store_url, ctx, key, text, seed))
 
 
-def reviewed_clip(profile: Profile, store_url: str, ctx: RunContext, image_key: str, seed: int,
-                  segment: int, policy: ReviewPolicy) -> VideoArtifact:
-    """Image-to-video, then approve / regenerate (new seed); edit applies to first frames only."""
+def reviewed_clip(profile: Profile, store_url: str, ctx: RunContext, image_key: str,
+                  prompt: str | None, seed: int, segment: int, policy: ReviewPolicy,
+                  instruction: str | None = None) -> VideoArtifact:
+    """Image-to-video given ``prompt`` (else ``instruction``: tasks/generate.py `video_text`),
+    then approve / regenerate (new seed); edit applies to first frames only."""
     return review_loop(
         f"segment-{segment + 1}", f"segment {segment + 1}", policy,
-        make=lambda attempt: image_to_video(profile, store_url, ctx, image_key, seed + attempt,
-                                            segment),
+        make=lambda attempt: image_to_video(profile, store_url, ctx, image_key, prompt,
+                                            seed + attempt, segment, instruction),
         preview=lambda clip: clip_preview(store_url, clip, f"segment {segment + 1}",
                                           policy.timeout_s))
 
 
-def animate(profile: Profile, store_url: str, ctx: RunContext, start_key: str, seed: int,
-            segments: int, policy: ReviewPolicy) -> list[VideoArtifact]:
-    """Reviewed clips from ``start_key``, each next one from the previous clip's last frame."""
+def animate(profile: Profile, store_url: str, ctx: RunContext, start_key: str,
+            prompt: str | None, seed: int, segments: int, policy: ReviewPolicy,
+            instruction: str | None = None) -> list[VideoArtifact]:
+    """Reviewed clips from ``start_key`` given ``prompt`` (else ``instruction``), each next one
+    from the previous clip's last frame."""
     clips: list[VideoArtifact] = []
     progress = SegmentProgress(ctx.sop, segments)
     for segment in range(segments):
-        clips.append(reviewed_clip(profile, store_url, ctx, start_key, seed + 1000 * segment,
-                                   segment, policy))
+        clips.append(reviewed_clip(profile, store_url, ctx, start_key, prompt,
+                                   seed + 1000 * segment, segment, policy, instruction))
         progress.done(segment + 1)
         if segment + 1 < segments:
-            start_key = last_frame(profile, store_url, ctx, clips[-1])
+            start_key = last_frame(store_url, ctx, clips[-1])
     return clips

@@ -46,18 +46,19 @@ def text_to_video(
                      enhanced_prompt=enhanced, weights=keys)
 
     # 3. The first frame, reviewed.
-    first_frame = reviewed_first_frame(prof, store_url, ctx, seed, review)
+    first_frame = reviewed_first_frame(prof, store_url, ctx, enhanced, seed, review)
 
     # 4. Segments: each clip starts from the last frame of the one before.
-    clips = animate(prof, store_url, ctx, first_frame, seed, segments, review)
+    clips = animate(prof, store_url, ctx, first_frame, enhanced, seed, segments, review)
 
     # 5. Join the clips and publish the result on the run page.
-    video = join_clips(prof, store_url, ctx, clips)
+    video = join_clips(store_url, ctx, clips)
     preview = contact_sheet(store_url, ctx, video)
     publish_result(store_url, ctx, video, preview, {"segments": segments, "seed": seed})
-    print(f"text-to-video: {video.num_frames} frames → {open_store(store_url).uri(video.mp4_key)}")
+    uri = open_store(store_url).uri(video.mp4_key)
+    print(f"text-to-video: {video.num_frames} frames → {uri}")
     return TextToVideoResult(
-        store=store_url, video=video, mp4_uri=open_store(store_url).uri(video.mp4_key),
+        store=store_url, video=video, mp4_uri=uri,
         first_frame_key=first_frame, clips=clips, preview_key=preview, prompt=prompt,
         enhanced_prompt=enhanced,
     )

@@ -15,14 +15,14 @@ if TYPE_CHECKING:
 
 
 class RunContext(BaseModel, frozen=True):
-    """What every artifact of one SOP run records about where it came from."""
+    """What every artifact of one SOP run records about where it came from (provenance only:
+    tasks take what their models are given, the prompt included, as parameters of their own)."""
 
     sop: str
     profile: str
     prompt: str | None = None
     enhanced_prompt: str | None = None
     weights: tuple[str, ...] = ()  # store keys of the fine-tuned checkpoints the run samples with
-    instruction: str | None = None  # an edit's instruction: video models' text when no prompt
 
 
 class VideoArtifact(BaseModel, frozen=True):

@@ -117,16 +117,16 @@ def _run_logger():
         return logging.getLogger("mora")
 
 
-def video_text(agent, ctx: RunContext) -> tuple[str | None, dict]:
-    """The text a video agent is called with — the enhanced prompt, the prompt, an edit's
-    instruction, else the agent's stated default (none for models without text, e.g. SVD) —
-    and the provenance fields that record it. Where that is not the user's prompt, the run's
-    log says so once."""
+def video_text(agent, prompt: str | None,
+               instruction: str | None = None) -> tuple[str | None, dict]:
+    """The text a video agent is called with — the (enhanced) prompt, an edit's instruction,
+    else the agent's stated default (none for models without text, e.g. SVD) — and the
+    provenance fields that record it. Where that is not the user's prompt, the run's log says
+    so once."""
     from prefect.runtime import flow_run
 
-    wanted = ctx.enhanced_prompt or ctx.prompt
-    text, note = agent.text_for(wanted or ctx.instruction)
-    if wanted is None and text is not None and text == ctx.instruction:
+    text, note = agent.text_for(prompt or instruction)
+    if prompt is None and text is not None and text == instruction:
         note = f"no prompt: {agent.spec.pipeline} is given the edit instruction {text!r}"
     said = {"video_text": text}
     if note is not None:
@@ -145,9 +145,11 @@ def enhance_prompt(profile: Profile, prompt: str) -> str:
 
 @task(name="text-to-image", **ON_GPU)
 @on_gpu
-def _text_to_image(profile: Profile, store_url: str, ctx: RunContext, seed: int) -> str:
+def _text_to_image(profile: Profile, store_url: str, ctx: RunContext, prompt: str,
+                   seed: int) -> str:
+    """The first frame of ``prompt`` (the enhanced prompt; ``ctx`` records both)."""
     agent = agents_with_weights(profile, store_url).text_to_image
-    image = agent(ctx.enhanced_prompt or ctx.prompt, seed)
+    image = agent(prompt, seed)
     store = open_store(store_url)
     return save_image(store, image, provenance("image", ctx, seed, [agent.model_ref],
                                                stage="first_frame"))
@@ -168,10 +170,13 @@ def _image_to_image(profile: Profile, store_url: str, ctx: RunContext, image_key
 @task(name="image-to-video", **ON_GPU)
 @on_gpu
 def _image_to_video(profile: Profile, store_url: str, ctx: RunContext, image_key: str,
-                   seed: int, segment: int = 0) -> VideoArtifact:
+                    prompt: str | None, seed: int, segment: int = 0,
+                    instruction: str | None = None) -> VideoArtifact:
+    """A clip from ``image_key`` given ``prompt`` (without one, an edit's ``instruction``:
+    :func:`video_text`)."""
     agent = agents_with_weights(profile, store_url).image_to_video
     store = open_store(store_url)
-    text, said = video_text(agent, ctx)
+    text, said = video_text(agent, prompt, instruction)
     frames = agent(load_image(store, image_key), text, seed)
     return save_video(store, media.images_to_array(frames), float(profile.image_to_video.fps),
                       provenance("video", ctx, seed, [agent.model_ref], [image_key],
@@ -183,7 +188,7 @@ image_to_video = GpuTask(_image_to_video)
 
 
 @task(name="last-frame", **CACHED)
-def last_frame(profile: Profile, store_url: str, ctx: RunContext, video: VideoArtifact) -> str:
+def last_frame(store_url: str, ctx: RunContext, video: VideoArtifact) -> str:
     """The clip's final frame as an image: where the next segment starts."""
     store = open_store(store_url)
     frames, _ = load_frames(store, video.frames_key)
@@ -193,8 +198,7 @@ def last_frame(profile: Profile, store_url: str, ctx: RunContext, video: VideoAr
 
 @task(name="join-clips", retries=2, retry_delay_seconds=5,
       retry_condition_fn=_transient, **CACHED)
-def join_clips(profile: Profile, store_url: str, ctx: RunContext,
-               clips: list[VideoArtifact]) -> VideoArtifact:
+def join_clips(store_url: str, ctx: RunContext, clips: list[VideoArtifact]) -> VideoArtifact:
     store = open_store(store_url)
     frames = media.join_clips([load_frames(store, c.frames_key)[0] for c in clips])
     return save_video(store, frames, clips[0].fps,
@@ -203,7 +207,7 @@ def join_clips(profile: Profile, store_url: str, ctx: RunContext,
 
 
 @task(name="first-frame", **CACHED)
-def first_frame(profile: Profile, store_url: str, ctx: RunContext, video: VideoArtifact) -> str:
+def first_frame(store_url: str, ctx: RunContext, video: VideoArtifact) -> str:
     """The video's opening frame as an image: what an edit or a restyle starts from."""
     store = open_store(store_url)
     frames, _ = load_frames(store, video.frames_key)
@@ -214,13 +218,14 @@ def first_frame(profile: Profile, store_url: str, ctx: RunContext, video: VideoA
 @task(name="connect", **ON_GPU)
 @on_gpu
 def _connect(profile: Profile, store_url: str, ctx: RunContext, before: VideoArtifact,
-            after: VideoArtifact, seed: int) -> VideoArtifact:
-    """A transition clip from ``before``'s last frame to ``after``'s first (video connector)."""
+             after: VideoArtifact, prompt: str | None, seed: int) -> VideoArtifact:
+    """A transition clip from ``before``'s last frame to ``after``'s first (video connector),
+    given ``prompt`` (:func:`video_text`)."""
     agent = agents_for(profile).connector
     store = open_store(store_url)
     first = media.array_to_image(load_frames(store, before.frames_key)[0][-1])
     last = media.array_to_image(load_frames(store, after.frames_key)[0][0])
-    text, said = video_text(agent, ctx)
+    text, said = video_text(agent, prompt)
     frames = agent(first, last, text, seed)
     return save_video(store, media.images_to_array(frames), float(profile.connector.fps),
                       provenance("video", ctx, seed, [agent.model_ref],
@@ -243,7 +248,7 @@ def seam_drift(store_url: str, before: VideoArtifact, after: VideoArtifact) -> f
 
 @task(name="splice", retries=2, retry_delay_seconds=5,
       retry_condition_fn=_transient, **CACHED)
-def splice(profile: Profile, store_url: str, ctx: RunContext, parts: list[VideoArtifact],
+def splice(store_url: str, ctx: RunContext, parts: list[VideoArtifact],
            params: dict | None = None) -> VideoArtifact:
     """Join videos of any size and fps at the first one's size and fps (its frames unchanged)."""
     store = open_store(store_url)
