@@ -18,7 +18,7 @@ from storage import open_store
 from tasks.artifacts import RunContext
 from tasks.evaluate import evaluate_video, publish_markdown, write_results
 from tasks.review import ReviewPolicy
-from tasks.training import sample_candidates
+from tasks.candidates import sample_candidates
 
 
 class VariantResult(BaseModel):

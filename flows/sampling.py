@@ -27,7 +27,7 @@ from configs.sampling import SamplingSpec
 from configs.training import TrainingConfig
 from configs.errors import MoraError
 from tasks.artifacts import RunContext
-from tasks.training import CandidateSet, sample_candidates
+from tasks.candidates import CandidateSet, sample_candidates
 
 
 class SampleJob(BaseModel, frozen=True):

@@ -24,8 +24,9 @@ from flows.sampling import SampleJob, sample_all
 from storage import open_store
 from tasks.artifacts import RunContext
 from tasks.review import ReviewPolicy
-from tasks.training import (CandidateSet, Decision, HeldOutScore, Vote, decide, export_weights,
-                            finetune_chunk, generate_prompts, held_out_score, judge_candidates,
+from tasks.candidates import (CandidateSet, Decision, Vote, decide, generate_prompts,
+                              judge_candidates)
+from tasks.training import (HeldOutScore, export_weights, finetune_chunk, held_out_score,
                             latest_round, plot_rounds, write_dataset, write_report)
 from tasks.weights import trained_together
 

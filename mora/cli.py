@@ -469,7 +469,7 @@ def worker(
     from prefect.task_worker import serve
 
     from tasks.generate import SOP_GPU_TASKS
-    from tasks.training import sample_candidates
+    from tasks.candidates import sample_candidates
 
     tasks = [*SOP_GPU_TASKS, sample_candidates]
     out.print(f"serving {', '.join(t.name for t in tasks)} (limit {limit}, "

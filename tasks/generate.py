@@ -234,7 +234,7 @@ def _connect(profile: Profile, store_url: str, ctx: RunContext, before: VideoArt
 
 
 connect = GpuTask(_connect)
-# What `mora worker` serves for the SOP flows (tasks/training.py adds the training loop's).
+# What `mora worker` serves for the SOP flows (the CLI adds tasks/candidates.py's sampling).
 SOP_GPU_TASKS = [t.task for t in (text_to_image, image_to_image, image_to_video, connect)]
 
 

@@ -201,6 +201,16 @@ def agents_with_weights(profile: Profile, store_url: str) -> AgentSet:
     return dataclasses.replace(agents, **swaps) if swaps else agents
 
 
+def sampling_agents(profile: Profile, store_url: str, weights_key: str | None):
+    """(text-to-image, image-to-video) agents: the fine-tuned ones sampling with ``weights_key``
+    and the weights trained together with it (None: as the profile says), as every SOP samples
+    with named weights."""
+    if weights_key is not None:
+        profile = with_checkpoints(profile, open_store(store_url), weights_key)
+    agents = agents_with_weights(profile, store_url)
+    return agents.text_to_image, agents.image_to_video
+
+
 def list_checkpoints(store_url: str) -> list[Checkpoint]:
     """The fine-tuned weights in the store, oldest first, with their round's figures."""
     store = open_store(store_url)

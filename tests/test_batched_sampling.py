@@ -8,7 +8,7 @@ from agents.registry import agents_for
 from configs import load_profile, load_training_config
 from storage import open_store
 from tasks.artifacts import RunContext, load_frames, load_image
-from tasks.training import sample_candidates
+from tasks.candidates import sample_candidates
 
 pytestmark = pytest.mark.usefixtures("tiny_zoo")
 

@@ -321,12 +321,12 @@ def _split_vote_flow():
     from prefect import flow
 
     from configs import load_training_config
-    from tasks.training import decide
+    from tasks.candidates import decide
     from storage import open_store
     from storage import media
     from tasks.artifacts import RunContext, provenance, save_image, save_video
     from tasks.review import ReviewPolicy
-    from tasks.training import Candidate, CandidateSet, Vote
+    from tasks.candidates import Candidate, CandidateSet, Vote
 
     @flow(name="candidate-pick-check")
     def pick(store_url: str, salt: str):

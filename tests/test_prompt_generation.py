@@ -19,7 +19,7 @@ def test_paper_config_generates_prompts_few_shot_from_the_seed_set(judges_endpoi
                                                                    monkeypatch):
     """A scripted OpenAI-compatible endpoint on loopback checks the requests it receives."""
     from configs.training import CONFIGS_DIR
-    from tasks.training import generate_prompts
+    from tasks.candidates import generate_prompts
 
     paper = yaml.safe_load((CONFIGS_DIR / "training" / "paper.yaml").read_text())
     assert paper["prompt_generation"]["seed_prompts"] == SEED_FILE

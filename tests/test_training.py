@@ -267,9 +267,9 @@ def test_scheduled_round_continues_from_the_newest_round(tmp_path, local_store):
 
 def test_random_selection_control_ignores_the_judges(tmp_path):
     """benchmarks/bench_learning.py's control arm: a seeded random candidate, whatever the vote."""
-    from tasks.training import decide
+    from tasks.candidates import decide
     from tasks.artifacts import RunContext, VideoArtifact
-    from tasks.training import Candidate, CandidateSet, Vote
+    from tasks.candidates import Candidate, CandidateSet, Vote
 
     from configs import load_training_config
 
