@@ -1,4 +1,4 @@
-"""Where a training round's candidate sampling runs (issue 6): in the round's own process, as
+"""Where a training round's candidate sampling runs: in the round's own process, as
 deployed subflow runs picked up by the workers of a work pool (one worker per GPU), or as tasks
 on a Dask cluster."""
 

@@ -1,5 +1,5 @@
-"""Evaluate videos (SPEC §4, paper §4.1): ingest → twelve metrics per video → results table in
-the store and on the run page → our numbers beside the paper's table for the task.
+"""Evaluate videos (paper §4.1): ingest → twelve metrics per video (metrics/suite.py) → results
+table in the store and on the run page → our numbers beside the paper's table for the task.
 
 `evaluate_weights`: fine-tuned weights (or the base) sampled on a training config's held-out
 prompts × seeds, scored as a training round scores them, plus every sample's metrics."""
@@ -27,7 +27,8 @@ EvalTask = Literal["t2v", "i2v", "extend", "edit", "connect", "digital-world"]
 
 class EvaluateResult(BaseModel):
     store: str
-    records: list[dict[str, Any]] = Field(description="SPEC §6 records, 12 per video, in order")
+    records: list[dict[str, Any]] = Field(description="metric records (metrics/base.py), 12 "
+                                          "per video, in order")
     inputs: list[str] = Field(description="the evaluated videos' input artifact keys")
     parquet_key: str
     csv_key: str
@@ -92,7 +93,8 @@ class WeightsEvaluation(BaseModel):
     store: str
     weights: list[str] = Field(description="the checkpoint keys the samples were made with")
     held_out: HeldOutScore
-    records: list[dict[str, Any]] = Field(description="SPEC §6 records of every held-out sample")
+    records: list[dict[str, Any]] = Field(description="metric records (metrics/base.py) of "
+                                          "every held-out sample")
     parquet_key: str
     csv_key: str
 

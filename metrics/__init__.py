@@ -1,4 +1,4 @@
-"""Video metrics for Mora (SPEC §4, paper A.2) on frame arrays, without model weights.
+"""Video metrics for Mora (paper A.2; the twelve: metrics/suite.py) on frame arrays, no weights.
 
 Input everywhere: ``frames``, a ``T x H x W x 3`` uint8 RGB ``numpy`` array (and ``fps`` where
 the rule needs it).  Output: :class:`MetricResult` — ``metric``, ``value`` (None when n/a),

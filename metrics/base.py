@@ -49,11 +49,13 @@ class MetricResult:
             object.__setattr__(self, "value", value)
 
     def as_dict(self) -> dict[str, Any]:
-        """``{"metric", "value", "method", "kind"}`` — add ``"video"`` for a SPEC §6 record."""
+        """``{"metric", "value", "method", "kind"}``: add ``"video"`` for a record
+        (:meth:`as_record`)."""
         return asdict(self)
 
     def as_record(self, video: str) -> dict[str, Any]:
-        """The SPEC §6 ``mora eval --format json`` record for this result."""
+        """This result as one record of ``mora eval --format json`` and of the evaluation tables
+        (tasks/evaluate.py)."""
         return {"video": video, **self.as_dict()}
 
 

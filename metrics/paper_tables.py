@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-#: A column of a paper table: its heading and the SPEC §6 metric it corresponds to
+#: A column of a paper table: its heading and the metric (configs/metric_names.py) it matches
 #: (None where we compute no counterpart, e.g. the paper's aggregate "Video Quality").
 Column = tuple[str, str | None]
 
@@ -120,8 +120,9 @@ def paper_table(task: str = "t2v") -> PaperTable:
 def ours_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[float | None, bool, int]]:
     """Per metric: (mean over the videos that have a value, any of them a proxy?, videos counted).
 
-    ``records`` are SPEC §6 records (``video, metric, value, method, kind``); n/a ones (value
-    None) are left out of the mean; a metric with no value at all has mean None.
+    ``records`` are metric records (``video, metric, value, method, kind``: metrics/base.py);
+    n/a ones (value None) are left out of the mean; a metric with no value at all has mean
+    None.
     """
     values: dict[str, list[float]] = {}
     proxy: dict[str, bool] = {}

@@ -204,7 +204,7 @@ def evaluate_video(
     prev_frames: np.ndarray | None = None,
     next_frames: np.ndarray | None = None,
 ) -> list[MetricResult]:
-    """All twelve metrics of SPEC §6 for one video, in :data:`METRIC_NAMES` order.
+    """All twelve metrics for one video, in :data:`METRIC_NAMES` order (configs/metric_names.py).
 
     ``tcon`` is computed when ``input_frames`` (the video that ``frames`` extends) is given, and
     ``tmean`` when ``frames`` is a transition and both ``prev_frames`` and ``next_frames`` are

@@ -1,5 +1,6 @@
-"""Evaluation tasks: one video → SPEC §6 records (cached); the results table into the store
-(parquet + csv) and onto the run page; a copy of the videos laid out for VBench's custom_input.
+"""Evaluation tasks: one video → its metric records (metrics/base.py; cached); the results
+table into the store (parquet + csv) and onto the run page; a copy of the videos laid out for
+VBench's custom_input.
 
 Thin Prefect tasks around :mod:`metrics` (which has no Prefect); every read and write goes
 through the store.
@@ -76,8 +77,8 @@ def evaluate_video(store_url: str, video: InputArtifact | str, prompt: str | Non
                    reference: InputArtifact | str | None = None,
                    before: InputArtifact | str | None = None,
                    after: InputArtifact | str | None = None) -> list[dict[str, Any]]:
-    """The twelve SPEC §6 records of one stored video (``label`` names it in ``"video"``;
-    default: where it came from). ``reference``: the input video that ``video`` extends (TCON);
+    """The twelve metric records (metrics/suite.py) of one stored video (``label`` names it in
+    ``"video"``; default: where it came from). ``reference``: the input video that ``video`` extends (TCON);
     ``before``/``after``: the clips a transition ``video`` connects (Tmean). Cached on the
     videos' content, prompt and the metrics code."""
     from metrics import evaluate_video as run_metrics

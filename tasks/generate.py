@@ -3,6 +3,12 @@
 Each task loads its agent from the worker's model cache, runs it, writes the result to the
 store with provenance and returns store keys (small, cheap to persist as task results).
 A rerun with the same inputs is served from Prefect's result cache and generates nothing.
+
+Tasks take the store's URL and open the store themselves (opening is cheap: nothing is
+contacted) rather than a ``Store`` object: Prefect's INPUTS cache key hashes the parameters as
+JSON and falls back to cloudpickle for the whole set when one is not JSON (a Store is not),
+and the pickled pydantic models then hash differently in every process, so a rerun in a new
+process would miss the cache.
 """
 
 from __future__ import annotations
