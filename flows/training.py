@@ -21,7 +21,7 @@ from configs import load_profile, load_training_config
 from configs.ablations import LossWeighting, Modulation
 from configs.training import TrainingConfig
 from flows.sampling import SampleJob, sample_all
-from storage import open_store
+from storage import Store, open_store
 from tasks.artifacts import RunContext
 from tasks.review import ReviewPolicy
 from tasks.candidates import (CandidateSet, Decision, Vote, decide, generate_prompts,
@@ -88,7 +88,8 @@ def training_round(
     cfg = configured(config, prompts, candidates, modulation, unattended,
                      loss_weighting=loss_weighting)
     prof = load_profile(cfg.profile)
-    store_url = open_store(store).url
+    opened = open_store(store)
+    store_url = opened.url
     ctx = RunContext(sop="training", profile=prof.name)
     rng = random.Random(f"{seed}/{draws or round_id}")
 
@@ -115,7 +116,7 @@ def training_round(
 
     # 6. Self-modulated fine-tuning in checkpoint-sized chunks (each chunk a cached task).
     state_key, weights_key = start_state, start_weights
-    start_step = step = _step(start_state, store_url)
+    start_step = step = _step(start_state, opened)
     losses: list[float] = []
     factors: list[float] = []
     if any(d.chosen is not None for d in decisions):
@@ -131,7 +132,7 @@ def training_round(
     before = held_out_score(prof, cfg, store_url, ctx, start_weights)
     after = held_out_score(prof, cfg, store_url, ctx, weights_key)
     lap("held_out")
-    weights_keys = trained_together(open_store(store_url), weights_key) if weights_key else []
+    weights_keys = trained_together(opened, weights_key) if weights_key else []
     report = _report(round_id, cfg, texts, votes, decisions, losses, factors, before, after,
                      dataset_key, state_key, weights_key, weights_keys, step, seconds)
     report_key = write_report(store_url, ctx, round_id, report)
@@ -168,10 +169,10 @@ def configured(config: str, prompts: int | None = None, candidates: int | None =
         raise MoraError(f"training config {config}: {exc.errors()[0]['msg']}") from None
 
 
-def _step(state_key: str | None, store_url: str) -> int:
+def _step(state_key: str | None, store: Store) -> int:
     if state_key is None:
         return 0
-    return int(open_store(store_url).read_provenance(state_key).params["step"])
+    return int(store.read_provenance(state_key).params["step"])
 
 
 def _report(round_id, cfg, prompts, votes, decisions, losses, factors, before, after,
@@ -243,7 +244,8 @@ def train(
     """R rounds: each round samples with, and fine-tunes from, the round before's checkpoint."""
     cfg = configured(config, prompts, candidates, modulation, unattended,
                      loss_weighting=loss_weighting)
-    store_url = open_store(store).url
+    opened = open_store(store)
+    store_url = opened.url
     results: list[RoundResult] = []
     state_key = weights_key = None
     seen: list[str] = []
@@ -259,7 +261,7 @@ def train(
         seen = seen + result.report["prompts"]
     plot = plot_rounds(store_url, RunContext(sop="training", profile=cfg.profile),
                        [r.report for r in results])
-    print(f"train: {rounds} round(s); plot → {open_store(store_url).uri(plot)}")
+    print(f"train: {rounds} round(s); plot → {opened.uri(plot)}")
     return TrainResult(store=store_url, rounds=results, plot_key=plot)
 
 
