@@ -14,7 +14,7 @@ fp32 copy of a billion-parameter module is ever made. A model whose weights in t
 the memory allowed for a build (``max_gb``) is skipped with the reason, e.g. Wan 2.1 14B
 (~28 GB in bf16) on a 24 GB machine.
 
-Tokenizers cannot be downloaded: they are built offline (:mod:`agents.tokenizers_offline`) with
+Tokenizers cannot be downloaded: they are built offline (agents/tiny/vocab.py) with
 the real ``model_max_length``; the text encoders keep the real vocabulary size.
 """
 
@@ -282,13 +282,11 @@ def _marker_ok(folder: Path, dtype: str) -> bool:
 def _build_and_save(model: str, published: Published, dtype: str, folder: Path) -> None:
     import gc
 
-    from agents.tiny import install_atomically
+    from agents.tiny.built import install_atomically, quiet_progress_bars
 
     def save(tmp: Path) -> None:
         pipe = build_pipeline(model, dtype)
-        from agents.tiny import _quiet_progress_bars
-
-        with _quiet_progress_bars():
+        with quiet_progress_bars():
             # Small shards: serialising a shard holds its bytes once more in memory.
             pipe.save_pretrained(tmp, safe_serialization=True, max_shard_size="1GB")
         del pipe
@@ -303,10 +301,10 @@ def _build_and_save(model: str, published: Published, dtype: str, folder: Path) 
 
 
 def _locked_folder(folder: Path):
-    from agents.tiny import _locked
+    from agents.tiny.built import locked
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    return _locked(folder.parent, folder.name)
+    return locked(folder.parent, folder.name)
 
 
 def build_pipeline(model: str, dtype: str, meta: bool = False, device: str | None = None):
@@ -347,7 +345,7 @@ def _in_dtype(dtype, factory: Callable):
 @lru_cache(maxsize=1)
 def _clip_tokenizer():
     """Built offline (a few seconds: it learns its merges); the real CLIP's 77-token length."""
-    from agents.tokenizers_offline import build_clip_tokenizer
+    from agents.tiny.vocab import build_clip_tokenizer
 
     return build_clip_tokenizer(77)
 
@@ -428,7 +426,7 @@ def _wan(components: dict, dtype):
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from agents.tokenizers_offline import build_t5_tokenizer
+    from agents.tiny.vocab import build_t5_tokenizer
 
     tokenizer = build_t5_tokenizer(512)
     text = UMT5Config(**components["text_encoder"], pad_token_id=tokenizer.pad_token_id,

@@ -15,7 +15,7 @@ from configs.schema import WEIGHTS_REF_PATTERN, Profile
 from flows.stages import animate, review_loop
 from configs.errors import MoraError
 from storage import open_store
-from storage.store import parse_store_url
+from storage.factory import parse_store_url
 from tasks.artifacts import RunContext, VideoArtifact
 from tasks.generate import connect, enhance_prompt, image_to_image
 from tasks.inputs import InputArtifact, InputKind, ingest

@@ -26,7 +26,7 @@ from configs.schema import WEIGHTS_REF_PATTERN, Profile
 from configs.errors import MoraError
 from storage import Store, open_store
 from storage.inputs import STORE_SCHEME
-from storage.store import key_problem
+from storage.keys import key_problem
 from tasks.artifacts import read_safetensors
 
 TARGETS = ("text_to_image", "image_to_video")  # the agents the loop fine-tunes

@@ -762,7 +762,7 @@ def test_store_url_parser_refuses(url, problem, tmp_path, monkeypatch):
 
 
 def test_store_url_parser_takes_good_urls(tmp_path):
-    from storage.store import parse_store_url
+    from storage.factory import parse_store_url
 
     assert parse_store_url("s3://my-bucket/a/b") == ("s3", {"bucket": "my-bucket", "prefix": "a/b"})
     assert parse_store_url(f"file://{tmp_path}") == ("local", {"root": str(tmp_path)})

@@ -198,8 +198,8 @@ def test_each_label_sits_next_to_its_frames(arch):
     """Rendered with each family's chat template, between one video's label and the next video's
     label come exactly that video's frames (LLaVA-OneVision's template puts a message's images
     before its text: each video has a message of its own)."""
-    from agents.judges import _messages
-    from agents.tiny_judges import build_judge_tokenizer
+    from agents.judges.vision import chat_messages as _messages
+    from agents.tiny import build_judge_tokenizer
 
     tokenizer = build_judge_tokenizer(arch)
     image_token = "<|image_pad|>" if arch == "qwen2_vl" else "<image>"
