@@ -152,6 +152,7 @@ def finetune(
     on_step: Callable[[int, float, float], None] | None = None,
     modulation: ModulationEmbedding | dict[str, ModulationEmbedding] | None = None,
     device: str | torch.device | None = None,
+    text_tower: Callable[[], tuple[Any, Any]] | None = None,
 ) -> tuple[TrainState, list[float]]:
     """Train from ``start`` (or fresh from the pipelines' weights) up to ``until_step`` optimizer steps.
 
@@ -171,6 +172,9 @@ def finetune(
     agents). The pipelines are not modified and keep their placement (offload hooks included).
     ``device``: where training runs (the profile's device, e.g. ``cuda`` while model offload
     keeps the pipeline's weights on the CPU between calls); None: the pipeline's execution device.
+    ``text_tower``: loads ``(tokenizer, CLIPTextModelWithProjection)`` of the CLIP an SVD agent's
+    image encoder belongs to (agents/loading.py's ``load_text_tower``); called only when a fresh
+    SVD modulation starts from the special token, which needs it.
     """
     agents = _agents_of(pipe, spec)
     overrides = modulation if isinstance(modulation, dict) else \
@@ -193,7 +197,7 @@ def finetune(
         own = _trainable(agent.denoiser, spec)
         frozen_dtype = frozen_dtype or _frozen_dtype(agent.denoiser)
         agent.mod = _initial_modulation(agent.pipe, spec, start, overrides.get(agent.target),
-                                        agent.family, agent.prefix)
+                                        agent.family, agent.prefix, text_tower)
         if agent.mod is not None:
             agent.mod = agent.mod.to(device)
             own.append((_MODULATION, agent.mod.weight))
@@ -630,7 +634,8 @@ def _trainable(denoiser: torch.nn.Module, spec: FinetuneSpec) -> list[tuple[str,
     return named
 
 
-def _initial_modulation(pipe, spec, start, override, family, prefix="") -> ModulationEmbedding | None:
+def _initial_modulation(pipe, spec, start, override, family, prefix="",
+                        text_tower=None) -> ModulationEmbedding | None:
     if start is not None:
         tensor = start.tensors.get(f"param/{prefix}{_MODULATION}")
         if tensor is None:
@@ -644,7 +649,11 @@ def _initial_modulation(pipe, spec, start, override, family, prefix="") -> Modul
         if mod.weight.shape[0] != spec.modulation_tokens:
             raise MoraError(f"the given modulation has {mod.weight.shape[0]} tokens, the spec {spec.modulation_tokens}")
         return mod
-    return ModulationEmbedding.create(pipe, spec.modulation, spec.modulation_tokens, spec.special_token, spec.seed)
+    clip_text = None
+    if family == "svd" and spec.modulation == "special_token" and text_tower is not None:
+        clip_text = text_tower()
+    return ModulationEmbedding.create(pipe, spec.modulation, spec.modulation_tokens, spec.special_token,
+                                      spec.seed, clip_text=clip_text)
 
 
 def _load_params(named, start: TrainState) -> None:

@@ -35,7 +35,11 @@ Initialisation (``mode``):
   CLIP trains the projected text and image embeddings into one joint space, and SVD's
   conditioning *is* the projected image embedding, so the projected hidden state of the special
   token is a principled init in that space (its projection width must equal the UNet's
-  cross-attention dim). Without one, ``special_token`` on SVD is a one-line :class:`MoraError`.
+  cross-attention dim). A profile names it as ``image_to_video.text_tower`` (SVD-XT's image
+  encoder is OpenCLIP ViT-H/14: ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``, projection 1024; the
+  tiny zoo's is in ``tiny:svd``'s ``text_tower`` folder) and agents/loading.py's
+  ``load_text_tower`` loads it. Without one, ``special_token`` on SVD is a one-line
+  :class:`MoraError`.
 * ``random``: seeded standard normal rows scaled so each row's norm is the typical norm of real
   conditioning rows (the mean row norm of a reference prompt's encoding; SVD: of the CLIP image
   embedding of a mid-grey frame).
@@ -304,9 +308,9 @@ def special_token_states(
                                     max_length=WAN_TEXT_LENGTH, attention_mask=True)
     # svd: no text encoder of its own.
     if clip_text is None:
-        raise MoraError("modulation 'special_token' needs a text encoder as wide as the denoiser's "
-                        "cross-attention and SVD has none (it is conditioned on a CLIP image embedding): "
-                        "use modulation 'random' or 'off', or a Wan image-to-video profile")
+        raise MoraError("modulation 'special_token' on SVD needs the CLIP text tower paired with its "
+                        "image encoder (SVD has no text encoder): name it in the profile "
+                        "(image_to_video.text_tower) or use modulation 'random' or 'off'")
     tokenizer, encoder = clip_text
     projection = getattr(encoder, "text_projection", None)
     if projection is None or projection.out_features != dim:

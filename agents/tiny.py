@@ -29,7 +29,7 @@ from configs.settings import mora_home
 
 TINY_MODELS: tuple[str, ...] = ("sd3", "svd", "wan-i2v", "wan-flf2v", "ip2p")
 
-ZOO_VERSION = 1
+ZOO_VERSION = 2  # 2: the svd folder carries its paired CLIP text tower (text_tower/)
 MARKER = "mora-tiny.json"
 SEED = 0
 
@@ -124,6 +124,8 @@ def _build_and_install(name: str, target: Path) -> None:
         pipe = build_tiny_pipeline(name)
         with _quiet_progress_bars():
             pipe.save_pretrained(folder, safe_serialization=True)
+            if name == "svd":
+                build_svd_text_tower(folder / SVD_TEXT_TOWER)
 
     install_atomically(target, name, save, _marker_payload(name))
 
@@ -391,6 +393,32 @@ def _build_svd():
     return StableVideoDiffusionPipeline(
         vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
     )
+
+
+SVD_TEXT_TOWER = "text_tower"  # subfolder of tiny/svd (profiles: text_tower: {model: tiny:svd, subfolder: text_tower})
+
+
+def build_svd_text_tower(folder: Path) -> None:
+    """Save at ``folder`` the CLIP the tiny SVD's image encoder belongs to: its vision tower (the
+    same weights) and a text tower projecting to the same width, with a tokenizer — laid out like
+    laion/CLIP-ViT-H-14-laion2B-s32B-b79K, whose text config does not carry the projection width
+    either (agents/loading.py's load_text_tower reads it from the CLIP config)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from agents.tokenizers_offline import build_clip_tokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        tokenizer = build_clip_tokenizer()
+        text = _clip_text_encoder(tokenizer, "CLIPTextModelWithProjection", hidden=32, projection=32)
+        vision = _clip_vision_encoder("CLIPVisionModelWithProjection", hidden=32, projection=32)
+        text_config = {k: v for k, v in text.config.to_dict().items() if k != "projection_dim"}
+        config = CLIPConfig(text_config=text_config, vision_config=vision.config.to_dict(), projection_dim=32)
+        clip = _seeded(lambda: CLIPModel(config).eval())
+    missing, _ = clip.load_state_dict({**text.state_dict(), **vision.state_dict()}, strict=False)
+    assert missing == ["logit_scale"], missing
+    clip.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
 
 
 def _build_wan(first_last_frame: bool):

@@ -170,7 +170,9 @@ def _reference_token_states(tokenizer, encoder, token: str, k: int, max_length: 
         table[n] = table[:n].mean(0)
         batch = tokenizer(token * k, padding="max_length", max_length=max_length, return_tensors="pt")
         hidden = encoder(batch.input_ids, attention_mask=batch.attention_mask if mask else None).last_hidden_state
-    return hidden[0, :k]
+    at = (batch.input_ids[0] == tokenizer.convert_tokens_to_ids(token)).nonzero().flatten()
+    assert len(at) == k  # T5 puts it first, CLIP after its start token
+    return hidden[0, at]
 
 
 @pytest.mark.parametrize("family", ["wan", "sd3"])
@@ -196,6 +198,77 @@ def test_svd_special_token_needs_a_matching_text_encoder(pipes):
     sd3 = pipes["sd3"]
     mod = ModulationEmbedding.create(pipes["svd"], "special_token", clip_text=(sd3.tokenizer, sd3.text_encoder))
     assert mod.weight.shape == (1, pipes["svd"].unet.config.cross_attention_dim)
+
+
+def _tiny_text_tower():
+    """The tiny CLIP text tower the tiny profile pairs with SVD, loaded as a run loads it."""
+    from agents.loading import Runtime, load_text_tower
+    from configs import load_profile
+
+    return load_text_tower(load_profile("tiny").image_to_video, Runtime.of("cpu", "float32"))
+
+
+def test_svd_text_tower_is_the_clip_of_its_image_encoder(pipes):
+    svd = pipes["svd"]
+    tokenizer, tower = _tiny_text_tower()
+    assert type(tower).__name__ == "CLIPTextModelWithProjection"
+    # The whole CLIP's projection width (its text config, like LAION's, says 512), which is the
+    # image encoder's projection and the UNet's cross-attention width.
+    width = svd.unet.config.cross_attention_dim
+    assert tower.text_projection.out_features == width == svd.image_encoder.config.projection_dim
+    assert tower.config.vocab_size == len(tokenizer)
+    # Paired: the saved CLIP's vision tower is the SVD image encoder itself.
+    from safetensors.torch import load_file
+
+    from agents.tiny import SVD_TEXT_TOWER, tiny_model_dir
+
+    saved = load_file(tiny_model_dir("svd") / SVD_TEXT_TOWER / "model.safetensors")
+    image_encoder = svd.image_encoder.state_dict()
+    vision = {k: v for k, v in saved.items() if k.startswith(("vision_model.", "visual_projection."))}
+    assert vision.keys() == image_encoder.keys() and all(torch.equal(v, image_encoder[k]) for k, v in vision.items())
+    assert _tiny_text_tower()[1] is tower  # loaded once per process (the model cache)
+
+
+def test_svd_special_token_training_starts_from_the_text_towers_encoding(pipes):
+    svd = pipes["svd"]
+    tokenizer, tower = _tiny_text_tower()
+    # The textbook init in CLIP's joint space: the projected hidden state of the added token.
+    hidden = _reference_token_states(tokenizer, tower, "<mora-mod>", 1, 77, mask=False)
+    with torch.no_grad():
+        expected = tower.text_projection(hidden)
+    calls = []
+
+    def load():
+        calls.append(1)
+        return tokenizer, tower
+
+    spec = _spec("svd", modulation="special_token", batch_size=1, max_steps=1, checkpoint_every=1)
+    start, _ = finetune(svd, spec, _samples("svd", 1), until_step=0, text_tower=load)
+    torch.testing.assert_close(start.tensors["param/modulation"], expected, rtol=0, atol=1e-5)
+    state, losses = finetune(svd, spec, _samples("svd", 1), until_step=1, text_tower=load)
+    assert len(losses) == 1 and np.isfinite(losses[0]) and len(calls) == 2
+    assert not torch.equal(state.tensors["param/modulation"], expected)  # one step moved it
+    # A resumed run does not need the tower; random and off never load it.
+    finetune(svd, spec, _samples("svd", 1), start=start, until_step=1, text_tower=load)
+    finetune(svd, _spec("svd", modulation="random", batch_size=1, max_steps=1, checkpoint_every=1),
+             _samples("svd", 1), until_step=1, text_tower=load)
+    assert len(calls) == 2
+
+
+def test_svd_special_token_without_a_text_tower_is_one_line(pipes):
+    from agents.loading import Runtime, load_text_tower
+    from configs import load_profile
+
+    spec = _spec("svd", modulation="special_token", batch_size=1, max_steps=1, checkpoint_every=1)
+    with pytest.raises(MoraError, match="use modulation 'random'") as info:
+        finetune(pipes["svd"], spec, _samples("svd", 1), until_step=1)
+    assert "\n" not in str(info.value)
+    unpaired = load_profile("tiny").image_to_video.model_copy(update={"text_tower": None})
+    with pytest.raises(MoraError, match=r"needs the CLIP text tower paired with its image encoder: "
+                                        r"name it in the profile \(image_to_video.text_tower") as info:
+        finetune(pipes["svd"], spec, _samples("svd", 1), until_step=1,
+                 text_tower=lambda: load_text_tower(unpaired, Runtime.of("cpu", "float32")))
+    assert "\n" not in str(info.value)
 
 
 def test_random_init_is_seeded_and_scaled(pipes):
