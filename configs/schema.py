@@ -60,7 +60,7 @@ class PipelineSpec(_Strict):
     text_tower: TextTowerSpec | None = Field(
         default=None, description="SVD only: the CLIP text tower paired with its image encoder "
         "(SVD-XT: laion/CLIP-ViT-H-14-laion2B-s32B-b79K), loaded only to initialise the "
-        "self-modulation from a special token (agents/modulation.py)")
+        "self-modulation from a special token (agents/modulation/initialisation.py)")
 
     @model_validator(mode="after")
     def _text_tower_for_svd(self) -> "PipelineSpec":

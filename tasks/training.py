@@ -201,7 +201,7 @@ def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
     for row in rows.itertuples():
         target, fps = load_frames(store, row.video_key)
         # One text-to-image agent trains on the first frame; agents trained together get the
-        # video (agents/finetune.py gives its first frame to the text-to-image agent).
+        # video (agents/finetune/train.py gives its first frame to the text-to-image agent).
         if not spec.joint and spec.target == "text_to_image":
             target = target[0]
         samples.append(TrainingSample(prompt=row.enhanced_prompt, target=target,

@@ -535,12 +535,12 @@ def test_one_joint_step_moves_both_agents_and_the_modulation_reaches_both(pipes)
 
 
 def test_modulation_factor_weights_each_agents_loss_differentiably():
-    from agents.finetune import _total_loss, loss_weights
+    from agents.finetune import loss_weights, total_loss
 
     mods = [ModulationEmbedding(torch.full((1, 4), v)) for v in (1.0, 3.0)]
     losses = [torch.tensor(2.0), torch.tensor(1.0)]
     spec = _joint_spec()
-    total = _total_loss(losses, mods, spec)
+    total = total_loss(losses, mods, spec)
     assert float(total.detach()) == pytest.approx(2 * (0.25 * 2.0 + 0.75 * 1.0))
     assert loss_weights([m.factor for m in mods], spec) == pytest.approx([0.5, 1.5])
     total.backward()
@@ -548,8 +548,8 @@ def test_modulation_factor_weights_each_agents_loss_differentiably():
     assert float((mods[0].weight.grad * mods[0].weight.detach()).sum()) > 0
     assert float((mods[1].weight.grad * mods[1].weight.detach()).sum()) < 0
     equal = _joint_spec(loss_weighting="equal")  # the ablation: a plain sum, no factor in it
-    assert float(_total_loss(losses, mods, equal)) == pytest.approx(3.0)
-    assert float(_total_loss(losses, [None, None], spec)) == pytest.approx(3.0)  # modulation off
+    assert float(total_loss(losses, mods, equal)) == pytest.approx(3.0)
+    assert float(total_loss(losses, [None, None], spec)) == pytest.approx(3.0)  # modulation off
 
 
 def test_joint_spec_is_checked(pipes):

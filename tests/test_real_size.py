@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import agents.finetune as ft
+import agents.finetune.train as train_loop
 from agents.finetune import TrainingSample, finetune, inference_weights
 from configs.finetune import TINY_DEFAULTS, FinetuneSpec
 from configs.judges import JudgeSpec
@@ -53,7 +54,7 @@ def _spec(**overrides) -> FinetuneSpec:
 def spy(monkeypatch):
     """Records the training copy and the optimizer each finetune() call builds."""
     seen: dict = {}
-    copy, adamw = ft._training_copy, torch.optim.AdamW
+    copy, adamw = train_loop.training_copy, torch.optim.AdamW
 
     def training_copy(*args, **kwargs):
         seen["denoiser"] = copy(*args, **kwargs)
@@ -65,7 +66,7 @@ def spy(monkeypatch):
             seen["optimizer_params"] = params
             super().__init__(params, *args, **kwargs)
 
-    monkeypatch.setattr(ft, "_training_copy", training_copy)
+    monkeypatch.setattr(train_loop, "training_copy", training_copy)
     monkeypatch.setattr(torch.optim, "AdamW", Recording)
     return seen
 
@@ -94,7 +95,7 @@ def test_sequentially_offloaded_denoiser_gives_a_real_training_copy():
     cpu_offload(transformer, execution_device=torch.device("cpu"))
     assert {p.device.type for p in transformer.parameters()} == {"meta"}
     for method in ("full", "lora"):
-        copy = ft._training_copy(transformer, torch.device("cpu"), _spec(method=method))
+        copy = train_loop.training_copy(transformer, torch.device("cpu"), _spec(method=method))
         state = copy.state_dict()
         assert state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in reference)
         assert not any(hasattr(m, "_hf_hook") for m in copy.modules())
