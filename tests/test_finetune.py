@@ -229,6 +229,27 @@ def test_svd_text_tower_is_the_clip_of_its_image_encoder(pipes):
     assert _tiny_text_tower()[1] is tower  # loaded once per process (the model cache)
 
 
+def test_text_tower_loads_from_a_text_model_folder_and_refuses_other_models(pipes, tmp_path):
+    """A folder holding only a text tower (what `mora models build-random` writes) loads too; a
+    model that is not a CLIP is a one-line error."""
+    from agents.cache import ModelCache
+    from agents.loading import Runtime, load_text_tower
+    from configs import load_profile
+
+    sd3 = pipes["sd3"]
+    sd3.text_encoder.save_pretrained(tmp_path / "clip-text")
+    sd3.tokenizer.save_pretrained(tmp_path / "clip-text")
+    sd3.text_encoder_3.save_pretrained(tmp_path / "t5")
+    spec = load_profile("tiny").image_to_video
+    runtime = Runtime.of("cpu", "float32")
+    tokenizer, tower = load_text_tower(spec.model_copy(update={"text_tower": spec.text_tower.model_copy(
+        update={"model": str(tmp_path / "clip-text"), "subfolder": None})}), runtime, ModelCache(None))
+    assert len(tokenizer) == len(sd3.tokenizer) and _same(tower.state_dict(), sd3.text_encoder.state_dict())
+    with pytest.raises(MoraError, match="is a t5 model, not a CLIP one"):
+        load_text_tower(spec.model_copy(update={"text_tower": spec.text_tower.model_copy(
+            update={"model": str(tmp_path / "t5"), "subfolder": None})}), runtime, ModelCache(None))
+
+
 def test_svd_special_token_training_starts_from_the_text_towers_encoding(pipes):
     svd = pipes["svd"]
     tokenizer, tower = _tiny_text_tower()

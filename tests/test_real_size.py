@@ -253,6 +253,23 @@ def test_published_architectures_have_the_published_sizes():
     assert round(billions("timbrooks/instruct-pix2pix", "unet"), 2) == 0.86
 
 
+def test_svd_profiles_text_tower_has_its_published_size_and_width(tmp_path):
+    """The CLIP text tower SVD's special-token modulation needs is built at real size too: 354 M
+    parameters projecting to 1024, the SVD image encoder's projection and its UNet's width."""
+    from agents.random_weights import PUBLISHED, build_pipeline, build_random_profile
+    from configs import load_profile
+
+    svd = PUBLISHED["stabilityai/stable-video-diffusion-img2vid-xt"].components
+    for name in ("sd3-svd", "sdxl-svd"):
+        tower = load_profile(name).image_to_video.text_tower.model
+        text = build_pipeline(tower, "bfloat16", meta=True).components["text_encoder"]
+        assert round(sum(p.numel() for p in text.parameters()) / 1e9, 3) == 0.354
+        assert text.text_projection.out_features == svd["image_encoder"]["projection_dim"] == 1024
+    path, results = build_random_profile("sd3-svd", max_gb=0.001, home=tmp_path)
+    assert tower in [r.model for r in results] and all(r.folder is None for r in results)
+    assert load_profile(str(path)).image_to_video.text_tower.model == tower  # skipped: the hub id stays
+
+
 def test_a_profile_can_load_sd3_without_t5():
     """What the real-size random SD3 needs (built without T5-XXL): `without` loads components as None."""
     from agents.cache import ModelCache
