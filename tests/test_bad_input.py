@@ -57,6 +57,9 @@ def _extra_inputs(folder: Path) -> None:
     (folder / "remote-code.yaml").write_text(Path("configs/profiles/tiny.yaml").read_text()
                                              + "trust_remote_code: true\n")
     (folder / "not-yaml.yaml").write_text("text_to_image: [unclosed\n")
+    (folder / "tower-on-sd3.yaml").write_text(Path("configs/profiles/tiny.yaml").read_text()
+                                              .replace('  model: "tiny:sd3"\n', '  model: "tiny:sd3"\n'
+                                                       '  text_tower: {model: "tiny:svd"}\n', 1))
     (folder / "two-targets.yaml").write_text(Path("configs/training/tiny.yaml").read_text()
                                              .replace("  target: image_to_video\n",
                                                       "  target: image_to_video\n"
@@ -165,6 +168,9 @@ T2V = [
     (["t2v", "a cat", "--profile", "remote-code.yaml"], "error: profile remote-code.yaml: "
                                                         "trust_remote_code: unknown key"),
     (["t2v", "a cat", "--profile", "not-yaml.yaml"], "error: profile not-yaml.yaml is not valid"),
+    (["t2v", "a cat", "--profile", "tower-on-sd3.yaml"], "error: profile tower-on-sd3.yaml: "
+                                                         "text_to_image: Value error, text_tower "
+                                                         "applies to StableVideoDiffusionPipeline"),
     (["t2v", "a cat", "--review", "later"], "error: --review must be auto or ask"),
     (["t2v", "a cat", "--out", "clip.mov"], "error: --out must end in .mp4"),
     (["t2v", "a cat", "--out", "folder.mp4"], "error: --out is a folder"),

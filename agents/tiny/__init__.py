@@ -20,6 +20,7 @@ from agents.tiny.judges import (
 )
 from agents.tiny.zoo import (
     PIPELINE_CLASSES,
+    SVD_TEXT_TOWER,
     TINY_MODELS,
     ZOO_VERSION,
     build_tiny_pipeline,
@@ -34,6 +35,7 @@ __all__ = [
     "MARKER",
     "PIPELINE_CLASSES",
     "SEED",
+    "SVD_TEXT_TOWER",
     "TINY_MODELS",
     "ZOO_VERSION",
     "build_judge_tokenizer",

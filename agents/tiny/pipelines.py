@@ -10,6 +10,7 @@ Heavy imports live inside them so ``import agents.tiny`` stays cheap.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from agents.tiny.built import SEED
@@ -228,6 +229,29 @@ def _build_svd():
     return StableVideoDiffusionPipeline(
         vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
     )
+
+
+def build_svd_text_tower(folder: Path) -> None:
+    """Save at ``folder`` the CLIP the tiny SVD's image encoder belongs to: its vision tower (the
+    same weights) and a text tower projecting to the same width, with a tokenizer — laid out like
+    laion/CLIP-ViT-H-14-laion2B-s32B-b79K, whose text config does not carry the projection width
+    either (agents/loading.py's load_text_tower reads it from the CLIP config)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from agents.tiny.vocab import build_clip_tokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        tokenizer = build_clip_tokenizer()
+        text = _clip_text_encoder(tokenizer, "CLIPTextModelWithProjection", hidden=32, projection=32)
+        vision = _clip_vision_encoder("CLIPVisionModelWithProjection", hidden=32, projection=32)
+        text_config = {k: v for k, v in text.config.to_dict().items() if k != "projection_dim"}
+        config = CLIPConfig(text_config=text_config, vision_config=vision.config.to_dict(), projection_dim=32)
+        clip = _seeded(lambda: CLIPModel(config).eval())
+    missing, _ = clip.load_state_dict({**text.state_dict(), **vision.state_dict()}, strict=False)
+    assert missing == ["logit_scale"], missing
+    clip.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
 
 
 def _build_wan(first_last_frame: bool):

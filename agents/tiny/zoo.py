@@ -13,8 +13,10 @@ from configs.errors import MoraError
 
 TINY_MODELS: tuple[str, ...] = ("sd3", "svd", "wan-i2v", "wan-flf2v", "ip2p")
 
-# 2: the CLIP tokenizers' merges are learnt by the tokenizers library's BpeTrainer (agents/tiny/vocab.py).
-ZOO_VERSION = 2
+# 2: the CLIP tokenizers' merges are learnt by the tokenizers library's BpeTrainer (agents/tiny/vocab.py);
+# 3: the svd folder carries its paired CLIP text tower (text_tower/, for SVD's special-token modulation).
+ZOO_VERSION = 3
+SVD_TEXT_TOWER = "text_tower"  # subfolder of tiny/svd (profiles: text_tower: {model: tiny:svd, subfolder: text_tower})
 
 # The pipeline class each folder loads as (DiffusionPipeline.from_pretrained(dir) -> this).
 PIPELINE_CLASSES: dict[str, str] = {
@@ -67,3 +69,7 @@ def _save(name: str, folder: Path) -> None:
     pipe = build_tiny_pipeline(name)
     with built.quiet_progress_bars():
         pipe.save_pretrained(folder, safe_serialization=True)
+        if name == "svd":
+            from agents.tiny.pipelines import build_svd_text_tower
+
+            build_svd_text_tower(folder / SVD_TEXT_TOWER)
