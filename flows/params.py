@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from configs import load_profile
+from configs.ablations import VARIANT_NAME_CHARS
 from configs.errors import MoraError
 from configs.schema import WEIGHTS_REF_PATTERN
 from storage.store import parse_store_url
@@ -94,10 +95,10 @@ HeldOutSeeds = Annotated[int, Field(ge=1, le=32, description="seeds per held-out
 
 ROUND_ID_CHARS = 40
 # `train` names its rounds <name>-r1 … <name>-r100 (at most 100 rounds: Rounds), and the
-# ablations name each variant's run <name>-<variant> (variant names: at most 14 characters,
-# configs/ablations.py): each name leaves room for what is appended to it.
+# ablations name each variant's run <name>-<variant> (configs/ablations.py): each name leaves
+# room for what is appended to it.
 RUN_NAME_CHARS = ROUND_ID_CHARS - len("-r100")
-ABLATION_NAME_CHARS = RUN_NAME_CHARS - len("-") - 14
+ABLATION_NAME_CHARS = RUN_NAME_CHARS - len("-") - VARIANT_NAME_CHARS
 
 RoundId = _name(ROUND_ID_CHARS, "names the round in the store; rerun with the same id to "
                 "resume it")
