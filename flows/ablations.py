@@ -37,8 +37,9 @@ class VariantResult(BaseModel):
 class AblationResult(BaseModel):
     store: str
     variants: list[VariantResult]
-    records: list[dict[str, Any]] = Field(description="SPEC §6 records of every evaluated sample; "
-                                          "'video' is '<variant>/<prompt number>'")
+    records: list[dict[str, Any]] = Field(description="metric records (tasks/evaluate.py) of "
+                                          "every evaluated sample; 'video' is '<variant>/"
+                                          "<prompt number>'")
     parquet_key: str
     csv_key: str
     markdown: str = Field(description="ours per variant beside the paper's Table 5")

@@ -1,4 +1,4 @@
-"""Evaluate videos (SPEC §4, paper §4.1): ingest → twelve metrics per video → results table in
+"""Evaluate videos (metrics/, paper §4.1): ingest → twelve metrics per video → results table in
 the store and on the run page → our numbers beside the paper's table for the task.
 
 `evaluate_weights`: fine-tuned weights (or the base) sampled on a training config's held-out
@@ -26,7 +26,8 @@ from tasks.training import HeldOutScore, held_out_score
 
 class EvaluateResult(BaseModel):
     store: str
-    records: list[dict[str, Any]] = Field(description="SPEC §6 records, 12 per video, in order")
+    records: list[dict[str, Any]] = Field(description="metric records (tasks/evaluate.py), 12 "
+                                          "per video, in order")
     inputs: list[str] = Field(description="the evaluated videos' input artifact keys")
     parquet_key: str
     csv_key: str
@@ -92,7 +93,8 @@ class WeightsEvaluation(BaseModel):
     store: str
     weights: list[str] = Field(description="the checkpoint keys the samples were made with")
     held_out: HeldOutScore
-    records: list[dict[str, Any]] = Field(description="SPEC §6 records of every held-out sample")
+    records: list[dict[str, Any]] = Field(description="metric records (tasks/evaluate.py) of "
+                                          "every held-out sample")
     parquet_key: str
     csv_key: str
 

@@ -1,4 +1,4 @@
-"""A training round's candidate sampling, spread over workers (issue 6).
+"""A training round's candidate sampling, spread over workers.
 
 The engine is the training config's ``sampling.engine``:
 
