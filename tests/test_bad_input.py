@@ -307,6 +307,9 @@ TRAIN = [
     (["train", "--name", "a\\b"], "error: --name must be lowercase letters"),
     (["train", "--name", "x" * 300], "error: --name must be lowercase letters"),
     (["train", "--name", "Upper"], "error: --name must be lowercase letters"),
+    # 36 characters: the flow would refuse its rounds' ids (<name>-r100 is over 40)
+    (["train", "--name", "x" * 36], "error: --name must be lowercase letters, digits, '-' or '_' "
+                                    "(at most 35)"),
     (["train", "--seed", "-1"], "error: seed must be an integer"),
     (["train", "--review", "never"], "error: --review must be auto or ask"),
     (["train", "--config", "paper"], "error: model 'stabilityai/stable-diffusion-3-medium-"
@@ -629,6 +632,7 @@ FLOW_BAD = {
         ("name", "a\\b", "name: String should match pattern"),
         ("name", "a\x00b", "name: String should match pattern"),
         ("name", "x" * 300, "name: String should match pattern"),
+        ("name", "x" * 36, "name: String should match pattern"),
         ("prompts", 0, "prompts: Input should be greater than or equal to 1"),
         ("candidates", 17, "candidates: Input should be less than or equal to 16"),
         ("seed", -1, "seed: Input should be greater than or equal to 0"),
@@ -722,6 +726,22 @@ def test_digital_world_checks_in_the_flow_before_any_model(params, message, work
     with pytest.raises(MoraError, match=message):
         _flows()["digital-world"](**params, store="store")
     assert tree(folder) == before
+
+
+def test_every_run_name_makes_valid_round_ids():
+    """The longest names `train` and `ablate` take still name valid rounds (the drift the
+    CLI once had: it took a --name whose <name>-r100 round id the flow refused)."""
+    from pydantic import TypeAdapter
+
+    from configs.ablations import VARIANT_NAME_CHARS, AblationVariant
+    from flows.params import (ABLATION_NAME_CHARS, RUN_NAME_CHARS, AblationName, RoundId,
+                              RunName)
+
+    name = TypeAdapter(RunName).validate_python("x" * RUN_NAME_CHARS)
+    TypeAdapter(RoundId).validate_python(f"{name}-r100")
+    ablation = TypeAdapter(AblationName).validate_python("y" * ABLATION_NAME_CHARS)
+    variant = AblationVariant(name="z" * VARIANT_NAME_CHARS, label="longest")
+    TypeAdapter(RunName).validate_python(f"{ablation}-{variant.name}")
 
 
 # ---- the store URL parser --------------------------------------------------------------------

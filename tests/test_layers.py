@@ -97,6 +97,6 @@ def test_no_import_circles():
 def test_the_table_reads_real_imports():
     """The graph is not empty by accident: the CLI reaches the flows, the flows the tasks."""
     graph = _graph()
-    assert "flows.text_to_video" in graph["mora.cli"] or any(
-        t.startswith("flows") for t in graph["mora.cli"])
-    assert any(t.startswith("tasks") for t in graph["flows.text_to_video"])
+    assert any(t.startswith("flows.") for name in graph if name.startswith("mora.")
+               for t in graph[name])
+    assert any(t.startswith("tasks.") for t in graph["flows.text_to_video"])

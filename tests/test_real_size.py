@@ -288,7 +288,7 @@ def test_random_weights_are_said_in_provenance_and_on_the_command_line(tmp_path,
     from agents.loading import Runtime
     from agents.random_weights import MARKER, is_random
     from configs import load_profile
-    from mora import cli
+    from mora import cli_common
 
     folder = tmp_path / "svd"
     folder.mkdir()
@@ -298,5 +298,5 @@ def test_random_weights_are_said_in_provenance_and_on_the_command_line(tmp_path,
     prof = prof.model_copy(update={"image_to_video": prof.image_to_video.model_copy(update={"model": str(folder)})})
     agent = ImageToVideoAgent(prof.image_to_video, Runtime(device="cpu", dtype="float32"))
     assert agent.model_ref["revision"] == "random weights"
-    cli._check_models(prof, ("text_to_image", "image_to_video"))
+    cli_common.check_models(prof, ("text_to_image", "image_to_video"))
     assert "runs on random weights: outputs are noise" in capsys.readouterr().err
