@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.cache import MODEL_CACHE, ModelCache
-from configs.schema import PipelineSpec, Profile
+from configs.schema import PipelineSpec, Profile, TextTowerSpec
 from configs.errors import MoraError
 
 if TYPE_CHECKING:
@@ -234,6 +234,52 @@ def _from_pretrained(spec: PipelineSpec, weights: str, runtime: Runtime, **compo
     pipe.set_progress_bar_config(disable=True)
     place(pipe, spec, runtime)
     return pipe
+
+
+def load_text_tower(spec: PipelineSpec, runtime: Runtime, cache: ModelCache = MODEL_CACHE) -> tuple[Any, Any]:
+    """``(tokenizer, CLIPTextModelWithProjection)`` of the text tower ``spec.text_tower`` names
+    (the CLIP an SVD agent's image encoder belongs to), on the runtime's device, loaded once per
+    process through the model cache; a one-line MoraError when the profile names none."""
+    tower = spec.text_tower
+    if tower is None:
+        raise MoraError(f"modulation 'special_token' on {spec.pipeline} needs the CLIP text tower "
+                        "paired with its image encoder: name it in the profile (image_to_video."
+                        "text_tower: {model: laion/CLIP-ViT-H-14-laion2B-s32B-b79K} for SVD-XT) "
+                        "or use modulation 'random' or 'off'")
+    weights = resolve_weights(tower.model)
+    key = ("text_tower", weights, tower.subfolder, tower.revision, runtime.device, runtime.dtype)
+    return cache.get(key, lambda: _text_tower_from_pretrained(tower, weights, runtime))
+
+
+def _text_tower_from_pretrained(tower: TextTowerSpec, weights: str, runtime: Runtime) -> tuple[Any, Any]:
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer, CLIPTextModelWithProjection
+
+    transformers.utils.logging.disable_progress_bar()
+    folder = Path(weights) / (tower.subfolder or "")
+    check_safe_weights(tower.model, folder, "text tower")
+    where = dict(subfolder=tower.subfolder or "", revision=tower.revision)
+    try:
+        config = AutoConfig.from_pretrained(weights, **where)
+        if config.model_type == "clip":
+            # A whole CLIP repository: LAION's leave text_config.projection_dim at the 512
+            # default; the projection width is the CLIP config's own.
+            text_config = config.text_config
+            text_config.projection_dim = config.projection_dim
+        elif config.model_type == "clip_text_model":
+            text_config = config
+        else:
+            raise MoraError(f"text tower '{tower.model}' is a {config.model_type} model, not a CLIP one")
+        model = CLIPTextModelWithProjection.from_pretrained(
+            weights, config=text_config, dtype=runtime.torch_dtype,
+            use_safetensors=None if pickle_allowed() else True, **where)
+        tokenizer = AutoTokenizer.from_pretrained(weights, **where)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        if Path(weights).is_dir():
+            raise MoraError(f"cannot load the text tower from '{folder}': {str(exc).splitlines()[0]}") from None
+        raise (_missing_offline(weights) if hub_offline() else MoraError(
+            f"text tower '{weights}' could not be loaded; {_how_to_fetch(weights)}")) from None
+    return tokenizer, model.to(runtime.device).eval().requires_grad_(False)
 
 
 def place(pipe: Any, spec: PipelineSpec, runtime: Runtime, shared: bool = False) -> None:

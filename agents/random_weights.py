@@ -14,7 +14,7 @@ fp32 copy of a billion-parameter module is ever made. A model whose weights in t
 the memory allowed for a build (``max_gb``) is skipped with the reason, e.g. Wan 2.1 14B
 (~28 GB in bf16) on a 24 GB machine.
 
-Tokenizers cannot be downloaded: they are built offline (:mod:`agents.tokenizers_offline`) with
+Tokenizers cannot be downloaded: they are built offline (agents/tiny/vocab.py) with
 the real ``model_max_length``; the text encoders keep the real vocabulary size.
 """
 
@@ -64,6 +64,10 @@ _CLIP_G_TEXT = dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, 
 # OpenCLIP ViT-H/14 image tower (SVD's image_encoder, Wan 2.1 I2V/FLF2V's image_encoder).
 _CLIP_H_VISION = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
                       image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu", layer_norm_eps=1e-5)
+# OpenCLIP ViT-H/14 text tower: the CLIP SVD's image encoder belongs to (profiles' text_tower).
+_CLIP_H_TEXT = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                    num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu",
+                    projection_dim=1024, layer_norm_eps=1e-5)
 # The KL VAE of Stable Diffusion 1.x/2.x/XL (8x, 4 latent channels); SD3's differs in latents.
 _SD_VAE = dict(block_out_channels=[128, 256, 512, 512], latent_channels=4, layers_per_block=2,
                down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
@@ -115,6 +119,13 @@ PUBLISHED: dict[str, Published] = {
         },
         sources=_config_urls("stabilityai/stable-video-diffusion-img2vid-xt", "unet/config.json", "vae/config.json",
                              "image_encoder/config.json", "scheduler/scheduler_config.json"),
+    ),
+    "laion/CLIP-ViT-H-14-laion2B-s32B-b79K": Published(
+        pipeline="CLIPTextModelWithProjection",
+        components={"text_encoder": _CLIP_H_TEXT},
+        sources=_config_urls("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "config.json"),
+        note="the text tower only (the vision tower is SVD's image_encoder); its projection_dim is "
+             "the CLIP config's (the published text_config leaves it at the 512 default)",
     ),
     "stabilityai/stable-diffusion-xl-base-1.0": Published(
         pipeline="StableDiffusionXLPipeline",
@@ -223,8 +234,8 @@ def build_random_profile(profile: str, dtype: str | None = None, max_gb: float =
     if not max_gb > 0:
         raise MoraError(f"max-gb must be a positive number of GB, got {max_gb}")
     results: dict[str, BuildResult] = {}
-    for role in ROLES:
-        model = getattr(prof, role).model
+    towers = [spec.text_tower.model for spec in (getattr(prof, role) for role in ROLES) if spec.text_tower]
+    for model in [getattr(prof, role).model for role in ROLES] + towers:
         if model in results:
             continue
         if model not in PUBLISHED:
@@ -257,6 +268,9 @@ def build_random_profile(profile: str, dtype: str | None = None, max_gb: float =
             data[role].pop("variant", None)  # saved without a variant suffix
             if without := PUBLISHED[result.model].without:
                 data[role]["without"] = list(without)
+        tower = data[role].get("text_tower")
+        if tower and results[tower["model"]].folder is not None:
+            tower["model"] = str(results[tower["model"]].folder)
     path = profile_path(prof.name, home)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# Written by `mora models build-random`: random weights, outputs are noise.\n"
@@ -282,13 +296,11 @@ def _marker_ok(folder: Path, dtype: str) -> bool:
 def _build_and_save(model: str, published: Published, dtype: str, folder: Path) -> None:
     import gc
 
-    from agents.tiny import install_atomically
+    from agents.tiny.built import install_atomically, quiet_progress_bars
 
     def save(tmp: Path) -> None:
         pipe = build_pipeline(model, dtype)
-        from agents.tiny import _quiet_progress_bars
-
-        with _quiet_progress_bars():
+        with quiet_progress_bars():
             # Small shards: serialising a shard holds its bytes once more in memory.
             pipe.save_pretrained(tmp, safe_serialization=True, max_shard_size="1GB")
         del pipe
@@ -303,10 +315,10 @@ def _build_and_save(model: str, published: Published, dtype: str, folder: Path) 
 
 
 def _locked_folder(folder: Path):
-    from agents.tiny import _locked
+    from agents.tiny.built import locked
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    return _locked(folder.parent, folder.name)
+    return locked(folder.parent, folder.name)
 
 
 def build_pipeline(model: str, dtype: str, meta: bool = False, device: str | None = None):
@@ -318,7 +330,7 @@ def build_pipeline(model: str, dtype: str, meta: bool = False, device: str | Non
     published = PUBLISHED[model]
     builders = {"StableDiffusion3Pipeline": _sd3, "StableVideoDiffusionPipeline": _svd,
                 "StableDiffusionXLPipeline": _sdxl, "StableDiffusionInstructPix2PixPipeline": _ip2p,
-                "WanImageToVideoPipeline": _wan}
+                "WanImageToVideoPipeline": _wan, "CLIPTextModelWithProjection": _text_tower}
     token = _DEVICE.set("meta" if meta else device)
     try:
         with torch.random.fork_rng(devices=[]):
@@ -347,7 +359,7 @@ def _in_dtype(dtype, factory: Callable):
 @lru_cache(maxsize=1)
 def _clip_tokenizer():
     """Built offline (a few seconds: it learns its merges); the real CLIP's 77-token length."""
-    from agents.tokenizers_offline import build_clip_tokenizer
+    from agents.tiny.vocab import build_clip_tokenizer
 
     return build_clip_tokenizer(77)
 
@@ -372,6 +384,22 @@ def _clip_image_processor():
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     return CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+
+
+class _TextTower:
+    """A CLIP text tower and its tokenizer, saved side by side as a CLIP repository holds them."""
+
+    def __init__(self, text_encoder, tokenizer):
+        self.components = {"text_encoder": text_encoder, "tokenizer": tokenizer}
+
+    def save_pretrained(self, folder, **kwargs) -> None:
+        self.components["text_encoder"].save_pretrained(folder, **kwargs)
+        self.components["tokenizer"].save_pretrained(folder)
+
+
+def _text_tower(components: dict, dtype):
+    tokenizer = _clip_tokenizer()
+    return _TextTower(_clip_text(components["text_encoder"], tokenizer, dtype), tokenizer)
 
 
 def _sd3(components: dict, dtype):
@@ -428,7 +456,7 @@ def _wan(components: dict, dtype):
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from agents.tokenizers_offline import build_t5_tokenizer
+    from agents.tiny.vocab import build_t5_tokenizer
 
     tokenizer = build_t5_tokenizer(512)
     text = UMT5Config(**components["text_encoder"], pad_token_id=tokenizer.pad_token_id,

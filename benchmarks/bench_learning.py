@@ -109,7 +109,7 @@ def main() -> None:
         for arm in arms:
             result = train(rounds=args.rounds, config=config_file(folder, args, arm),
                            store=store, seed=seed, name=f"{arm}-s{seed}", draws=f"s{seed}")
-            arms[arm].append([r.report for r in result.rounds])
+            arms[arm].append([r.report.model_dump(mode="json") for r in result.rounds])
 
     print(f"\n# learning: judge-selected vs random-pick control, {args.rounds} rounds × "
           f"{args.seeds} seeds, {args.prompts} prompts × {args.candidates} candidates, "
@@ -130,10 +130,11 @@ def main() -> None:
         for label, modulation in (("full", None), ("no-modulation", "off"),
                                   ("random-init", "random")):
             finals = arms["judges"] if modulation is None else [
-                [r.report for r in train(rounds=args.rounds,
-                                         config=config_file(folder, args, "judges", modulation),
-                                         store=store, seed=seed, name=f"{label}-s{seed}",
-                                         draws=f"s{seed}").rounds]
+                [r.report.model_dump(mode="json")
+                 for r in train(rounds=args.rounds,
+                                config=config_file(folder, args, "judges", modulation),
+                                store=store, seed=seed, name=f"{label}-s{seed}",
+                                draws=f"s{seed}").rounds]
                 for seed in range(args.seeds)]
             print(f"| {label} | {pooled([run[-1] for run in finals], 'held_out_after')} |")
 

@@ -40,7 +40,7 @@ def main() -> None:
                    name="bench")
     wall = time.perf_counter() - start
 
-    stages = list(result.rounds[0].report["stage_seconds"])
+    stages = list(result.rounds[0].report.stage_seconds)
     print(f"\n# training loop, config '{args.config}', {args.rounds} rounds, seed {args.seed}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
     print("| round | held-out before | held-out after | agreement | accepted | loss first→last | "
@@ -48,13 +48,13 @@ def main() -> None:
     print("|---" * (6 + len(stages)) + "|")
     for r in result.rounds:
         rep = r.report
-        loss = f"{rep['losses'][0]:.3f}→{rep['losses'][-1]:.3f}" if rep["losses"] else "-"
-        print(f"| {r.round_id} | {rep['held_out_before']:.4f} | {rep['held_out_after']:.4f} | "
-              f"{rep['agreement_rate']:.2f} | {rep['accepted']}/{len(rep['prompts'])} | {loss} | "
-              + " | ".join(f"{rep['stage_seconds'][s]:.1f}" for s in stages) + " |")
+        loss = f"{rep.losses[0]:.3f}→{rep.losses[-1]:.3f}" if rep.losses else "-"
+        print(f"| {r.round_id} | {rep.held_out_before:.4f} | {rep.held_out_after:.4f} | "
+              f"{rep.agreement_rate:.2f} | {rep.accepted}/{len(rep.prompts)} | {loss} | "
+              + " | ".join(f"{rep.stage_seconds[s]:.1f}" for s in stages) + " |")
     first, last = result.rounds[0].report, result.rounds[-1].report
-    print(f"held-out score: {first['held_out_before']:.4f} (base) → {last['held_out_after']:.4f} "
-          f"after {args.rounds} rounds ({'rose' if last['held_out_after'] > first['held_out_before'] else 'did not rise'})")
+    print(f"held-out score: {first.held_out_before:.4f} (base) → {last.held_out_after:.4f} "
+          f"after {args.rounds} rounds ({'rose' if last.held_out_after > first.held_out_before else 'did not rise'})")
     print(f"total wall: {wall:.1f} s; peak RSS: "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print(f"reproduce: .venv/bin/python benchmarks/bench_training.py --rounds {args.rounds} "

@@ -50,7 +50,7 @@ def main() -> None:
         start = time.perf_counter()
         result = training_round(round_id=f"p6-{workers}", config=str(config),
                                 store=str(work / f"store-{workers}"), seed=1)
-        figures[workers] = (time.perf_counter() - start, result.report["stage_seconds"]["sampling"])
+        figures[workers] = (time.perf_counter() - start, result.report.stage_seconds["sampling"])
     (w1, s1), (w2, s2) = figures[1], figures[2]
     print(f"\n# P6: one round ({args.config}, {args.prompts} prompts), sampling on a local Dask "
           f"cluster, {os.cpu_count()} cores")

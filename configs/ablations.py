@@ -14,12 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Modulation = Literal["special_token", "random", "off"]
 LossWeighting = Literal["modulation_factor", "equal"]
+VARIANT_NAME_CHARS = 14  # a variant's name ends its rounds' names (flows/params.py)
 
 
 class AblationVariant(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,13}$",
+    name: str = Field(pattern=rf"^[a-z0-9][a-z0-9-]{{0,{VARIANT_NAME_CHARS - 1}}}$",
                       description="short id: names the variant's rounds in the store")
     label: str = Field(min_length=1, max_length=80, description="its row in the table")
     human_review: bool = Field(

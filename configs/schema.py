@@ -17,6 +17,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TextTowerSpec(_Strict):
+    """A CLIP text tower (tokenizer + ``CLIPTextModelWithProjection``) loaded with
+    ``from_pretrained`` like any model: a hub id, a local folder or ``tiny:<name>``, optionally a
+    subfolder of it. A whole CLIP repository works (its vision tower is not loaded)."""
+
+    model: str = Field(min_length=1, max_length=1000)
+    subfolder: str | None = Field(default=None, max_length=200)
+    revision: str | None = None
+
+
 class PipelineSpec(_Strict):
     """One diffusers pipeline: where its weights are and the defaults it is called with.
 
@@ -47,6 +57,18 @@ class PipelineSpec(_Strict):
                                   "round:<round id>, store://<key> or latest (see tasks/weights.py)")
     without: tuple[str, ...] = Field(default=(), description="components loaded as None, e.g. "
                                      "SD3 without T5-XXL: [text_encoder_3, tokenizer_3]")
+    text_tower: TextTowerSpec | None = Field(
+        default=None, description="SVD only: the CLIP text tower paired with its image encoder "
+        "(SVD-XT: laion/CLIP-ViT-H-14-laion2B-s32B-b79K), loaded only to initialise the "
+        "self-modulation from a special token (agents/modulation/initialisation.py)")
+
+    @model_validator(mode="after")
+    def _text_tower_for_svd(self) -> "PipelineSpec":
+        # SD3 and Wan encode the special token with their own text encoders.
+        if self.text_tower is not None and not self.pipeline.startswith("StableVideoDiffusion"):
+            raise ValueError("text_tower applies to StableVideoDiffusionPipeline agents only "
+                             "(other pipelines use their own text encoder)")
+        return self
 
 
 class PromptSpec(_Strict):

@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger
 
 from configs import load_profile
 from configs.ablations import PAPER_VARIANTS, AblationVariant
+from flows.params import AblationName, Candidates, PromptCount, Rounds, Seed, StoreUrl
 from flows.training import TrainResult, configured, train
 from metrics.paper_tables import ablation_markdown
 from storage import open_store
@@ -36,9 +37,9 @@ class VariantResult(BaseModel):
 class AblationResult(BaseModel):
     store: str
     variants: list[VariantResult]
-    records: list[dict[str, Any]] = Field(description="metric records (metrics/base.py) of "
-                                          "every evaluated sample; 'video' is "
-                                          "'<variant>/<prompt number>'")
+    records: list[dict[str, Any]] = Field(description="metric records (tasks/evaluate.py) of "
+                                          "every evaluated sample; 'video' is '<variant>/"
+                                          "<prompt number>'")
     parquet_key: str
     csv_key: str
     markdown: str = Field(description="ours per variant beside the paper's Table 5")
@@ -49,17 +50,18 @@ def ablations(
     variants: Annotated[list[AblationVariant], Field(min_length=1, max_length=8)] =
         list(PAPER_VARIANTS),  # noqa: B006 - Prefect parameters are copied per run
     config: str = "tiny",
-    rounds: Annotated[int, Field(ge=1, le=100)] = 1,
-    store: str | None = None,
-    seed: Annotated[int, Field(ge=0)] = 0,
-    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,19}$")] = "ablation",
+    rounds: Rounds = 1,
+    store: StoreUrl | None = None,
+    seed: Seed = 0,
+    name: AblationName = "ablation",
     review: ReviewPolicy = ReviewPolicy(),
-    prompts: Annotated[int | None, Field(ge=1, le=1000)] = None,
-    candidates: Annotated[int | None, Field(ge=2, le=16)] = None,
+    prompts: PromptCount | None = None,
+    candidates: Candidates | None = None,
     eval_prompts: Annotated[list[str] | None, Field(min_length=1, max_length=1000, description=
                             "text-to-video prompts every variant is evaluated on (default: the "
                             "config's held-out prompts)")] = None,
 ) -> AblationResult:
+    """The paper's Table 5: each variant trained from the same base, its samples evaluated."""
     logger = get_run_logger()
     # 1. Everything checked before any work: config per variant, store, distinct names.
     names = [v.name for v in variants]
@@ -120,12 +122,12 @@ def _unattended(variant: AblationVariant):
 def _variant_result(variant: AblationVariant, review: ReviewPolicy, modulation: str,
                     run: TrainResult, videos: list[str]) -> VariantResult:
     reports = [r.report for r in run.rounds]
-    losses = [loss for rep in reports for loss in rep["losses"]]
+    losses = [loss for rep in reports for loss in rep.losses]
     settled = "reviewer" if variant.human_review and review.mode == "ask" else (
-        "judge A's pick" if reports[-1]["unattended"] == "judge_a" else "discarded")
+        "judge A's pick" if reports[-1].unattended == "judge_a" else "discarded")
     return VariantResult(name=variant.name, label=variant.label, review=settled,
                          modulation=modulation, weights_key=run.rounds[-1].weights_key,
-                         accepted=sum(rep["accepted"] for rep in reports),
+                         accepted=sum(rep.accepted for rep in reports),
                          final_loss=losses[-1] if losses else None, videos=videos)
 
 

@@ -1,80 +1,25 @@
-"""What the SOP flows beyond text-to-video share: their parameters' types, their result, the
-reviewed stages `flows.stages` does not have (an edited frame, a transition), and publishing.
+"""What the SOP flows beyond text-to-video share: their result, the reviewed stages
+`flows.stages` does not have (an edited frame, a transition), and publishing.
 
 Plain functions that call tasks (they run inside a flow); no model code here.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from configs import load_profile
-from configs.schema import WEIGHTS_REF_PATTERN, Profile
+from configs.schema import Profile
 from flows.stages import animate, review_loop
-from configs.errors import MoraError
 from storage import open_store
-from storage.store import parse_store_url
 from tasks.artifacts import RunContext, VideoArtifact
 from tasks.generate import connect, enhance_prompt, image_to_image
 from tasks.inputs import InputArtifact, InputKind, ingest
 from tasks.report import clip_preview, contact_sheet, image_preview, publish_result
 from tasks.review import ReviewPolicy
 from tasks.weights import apply_weights
-
-# Flow parameters are validated (by Prefect, with pydantic) before a run starts: a bad value
-# fails there, naming the parameter, whether the flow is called from Python, the CLI or a
-# deployment. Validators raise ValueError so pydantic reports them as validation errors.
-
-
-def _text(value: str) -> str:
-    if not value.strip():
-        raise ValueError("is blank")
-    if any(ord(c) < 32 and c not in "\t\n" or ord(c) == 0x7F for c in value):
-        raise ValueError("contains control characters")
-    return value
-
-
-def _source(value: str) -> str:
-    if any(ord(c) < 32 or ord(c) == 0x7F for c in value):
-        raise ValueError("contains control characters")
-    return value
-
-
-def _checked_by(check):
-    """A validator that keeps the value if ``check(value)`` passes, its MoraError otherwise."""
-    def validate(value: str) -> str:
-        try:
-            check(value)
-        except MoraError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    return validate
-
-
-_store_url = _checked_by(parse_store_url)
-_profile_ref = _checked_by(load_profile)
-
-
-Source = Annotated[str, Field(min_length=1, max_length=4096, description="a local file path, "
-                              "store://<key> for an artifact already in the store, or "
-                              "s3://bucket/key for an object the store's credentials read"),
-                   AfterValidator(_source)]
-Prompt = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_text)]
-Seed = Annotated[int, Field(ge=0, lt=2**63)]
-Segments = Annotated[int, Field(ge=1, le=32, description="clips, each from the previous clip's "
-                                "last frame")]
-ProfileRef = Annotated[str, Field(min_length=1, max_length=4096, description="a profile name "
-                                  "(configs/profiles) or a YAML path"),
-                       AfterValidator(_profile_ref)]
-StoreUrl = Annotated[str, Field(max_length=4096, description="a folder, file:///path or "
-                                "s3://bucket/prefix"), AfterValidator(_store_url)]
-WeightsRef = Annotated[str, Field(max_length=1000, pattern=WEIGHTS_REF_PATTERN,
-                                  description="fine-tuned weights to sample with: "
-                                  "round:<round id>, store://<key> or latest (of the store); "
-                                  "base: the profile's base weights")]
 
 
 class SopResult(BaseModel):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, WeightsRef,
-                          ingest_inputs, open_run, publish, reviewed_transition)
+from flows.common import SopResult, ingest_inputs, open_run, publish, reviewed_transition
+from flows.params import ProfileRef, Prompt, Seed, Source, StoreUrl, WeightsRef
 from tasks.artifacts import VideoArtifact
 from tasks.generate import seam_drift, splice
 from tasks.review import ReviewPolicy
@@ -32,6 +32,7 @@ def connect_videos(
     weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> ConnectVideosResult:
+    """SOP 5: connector(A's last frame, B's first frame) → A + transition + B."""
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
     prof, store_url, ctx, enhanced = open_run(profile, store, "connect-videos", prompt, weights)
 

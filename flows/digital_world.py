@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, WeightsRef,
-                          animate, ingest_inputs, open_run, publish, reviewed_edit)
+from flows.common import SopResult, animate, ingest_inputs, open_run, publish, reviewed_edit
+from flows.params import ProfileRef, Prompt, Seed, Source, StoreUrl, WeightsRef
 from flows.stages import reviewed_first_frame
 from configs.errors import MoraError
 from tasks.generate import first_frame
@@ -39,6 +39,7 @@ def digital_world(
     weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> DigitalWorldResult:
+    """SOP 6: digital-world style (prompt suffix or image-to-image transfer) → image-to-video."""
     # 1. Exactly one of prompt and video; resolve the profile and the store.
     if (prompt is None) == (video is None):
         raise MoraError("digital world takes a prompt or a video, exactly one of them")

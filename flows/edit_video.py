@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, WeightsRef,
-                          animate, ingest_inputs, open_run, publish, reviewed_edit)
+from flows.common import SopResult, animate, ingest_inputs, open_run, publish, reviewed_edit
+from flows.params import ProfileRef, Prompt, Seed, Source, StoreUrl, WeightsRef
 from tasks.generate import first_frame
 from tasks.review import ReviewPolicy
 
@@ -29,6 +29,7 @@ def edit_video(
     weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> EditVideoResult:
+    """SOP 4: image-to-image on the first frame by instruction → image-to-video."""
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
     prof, store_url, ctx, enhanced = open_run(profile, store, "edit-video", prompt, weights)
 

@@ -1,18 +1,20 @@
-"""Evaluate videos (paper §4.1): ingest → twelve metrics per video (metrics/suite.py) → results
-table in the store and on the run page → our numbers beside the paper's table for the task.
+"""Evaluate videos (metrics/, paper §4.1): ingest → twelve metrics per video → results table in
+the store and on the run page → our numbers beside the paper's table for the task.
 
 `evaluate_weights`: fine-tuned weights (or the base) sampled on a training config's held-out
 prompts × seeds, scored as a training round scores them, plus every sample's metrics."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from prefect import flow, get_run_logger
 
-from flows.common import ProfileRef, Prompt, Source, StoreUrl, WeightsRef, open_profile
+from flows.common import open_profile
+from flows.params import (EvalTask, HeldOutSeeds, ProfileRef, Prompt, Source, StoreUrl, Videos,
+                          WeightsRef)
 from flows.training import configured
 from metrics.paper_tables import paper_markdown
 from configs.errors import MoraError
@@ -22,12 +24,9 @@ from tasks.evaluate import evaluate_video, export_vbench, publish_markdown, writ
 from tasks.inputs import ingest
 from tasks.training import HeldOutScore, held_out_score
 
-EvalTask = Literal["t2v", "i2v", "extend", "edit", "connect", "digital-world"]
-
-
 class EvaluateResult(BaseModel):
     store: str
-    records: list[dict[str, Any]] = Field(description="metric records (metrics/base.py), 12 "
+    records: list[dict[str, Any]] = Field(description="metric records (tasks/evaluate.py), 12 "
                                           "per video, in order")
     inputs: list[str] = Field(description="the evaluated videos' input artifact keys")
     parquet_key: str
@@ -39,7 +38,7 @@ class EvaluateResult(BaseModel):
 
 @flow(name="evaluate")
 def evaluate(
-    videos: Annotated[list[Source], Field(min_length=1, max_length=1000)],
+    videos: Videos,
     prompt: Prompt | None = None,
     store: StoreUrl | None = None,
     task: EvalTask = "t2v",
@@ -51,6 +50,7 @@ def evaluate(
     after: Annotated[Source | None, Field(description="connect: the clip after the evaluated "
                                           "transitions")] = None,
 ) -> EvaluateResult:
+    """Twelve metrics per video, stored as parquet + csv, beside the paper's table for the task."""
     logger = get_run_logger()
     # 1. Resolve the store (a bad name fails here, before any work).
     if (before is None) != (after is None):
@@ -93,7 +93,7 @@ class WeightsEvaluation(BaseModel):
     store: str
     weights: list[str] = Field(description="the checkpoint keys the samples were made with")
     held_out: HeldOutScore
-    records: list[dict[str, Any]] = Field(description="metric records (metrics/base.py) of "
+    records: list[dict[str, Any]] = Field(description="metric records (tasks/evaluate.py) of "
                                           "every held-out sample")
     parquet_key: str
     csv_key: str
@@ -105,11 +105,11 @@ def evaluate_weights(
     config: str = "tiny",
     profile: ProfileRef | None = None,
     store: StoreUrl | None = None,
-    seeds: Annotated[int | None, Field(ge=1, le=32, description="seeds per held-out prompt "
-                                       "[default: the config's]")] = None,
+    seeds: HeldOutSeeds | None = None,
 ) -> WeightsEvaluation:
-    """Fine-tuned weights on a training config's held-out prompts × seeds: the held-out score
-    by the config's own judges (with its interval), and the metrics of every sample."""
+    """Fine-tuned weights sampled on a training config's held-out prompts, scored by its judges."""
+    # The held-out score by the config's own judges (with its interval), and the metrics of
+    # every sample.
     # 1. Config, profile, store and weights (missing or foreign checkpoints fail here).
     cfg = configured(config, held_out_seeds=seeds)
     prof, store_url, keys = open_profile(profile or cfg.profile, store, weights)

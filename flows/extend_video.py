@@ -14,8 +14,8 @@ from pydantic import Field
 
 from prefect import flow, get_run_logger
 
-from flows.common import (ProfileRef, Prompt, Seed, Segments, SopResult, Source, StoreUrl,
-                          WeightsRef, animate, ingest_inputs, open_run, publish)
+from flows.common import SopResult, animate, ingest_inputs, open_run, publish
+from flows.params import ProfileRef, Prompt, Seed, Segments, Source, StoreUrl, WeightsRef
 from configs.errors import MoraError
 from tasks.artifacts import VideoArtifact
 from tasks.generate import last_frame, seam_drift, splice
@@ -54,6 +54,7 @@ def extend_video(
     weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> ExtendVideoResult:
+    """SOP 3: last frame of the input video → image-to-video → input + new frames."""
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
     prof, store_url, ctx, enhanced = open_run(profile, store, "extend-video", prompt, weights)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import (ProfileRef, Prompt, Seed, SopResult, Source, StoreUrl, WeightsRef,
-                          animate, ingest_inputs, open_run, publish, reviewed_edit)
+from flows.common import SopResult, animate, ingest_inputs, open_run, publish, reviewed_edit
+from flows.params import ProfileRef, Prompt, Seed, Source, StoreUrl, WeightsRef
 from tasks.review import ReviewPolicy
 
 
@@ -25,6 +25,7 @@ def image_to_video(
     weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> ImageToVideoResult:
+    """SOP 2: user image (+ prompt) → optional image-to-image → image-to-video."""
     # 1. Resolve the profile and the store; enhance the prompt when there is one.
     prof, store_url, ctx, enhanced = open_run(profile, store, "image-to-video", prompt, weights)
 

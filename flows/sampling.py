@@ -1,4 +1,4 @@
-"""A training round's candidate sampling, spread over workers (configs/sampling.py).
+"""A training round's candidate sampling, spread over workers.
 
 The engine is the training config's ``sampling.engine``:
 
@@ -42,7 +42,7 @@ class SampleJob(BaseModel, frozen=True):
 @flow(name="sample-candidates", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def sample_prompts(config: TrainingConfig, store: str, ctx: RunContext, jobs: list[SampleJob],
                    weights_key: str | None = None) -> list[CandidateSet]:
-    """The candidates of a batch of prompts (the unit of work a worker takes)."""
+    """A training round's candidate videos for a batch of prompts (the unit a worker takes)."""
     profile = load_profile(config.profile)
     futures = [sample_candidates.submit(profile, config, store, ctx, job.prompt_index,
                                         job.prompt, job.seeds, weights_key) for job in jobs]

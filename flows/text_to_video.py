@@ -6,7 +6,8 @@ from pydantic import BaseModel
 
 from prefect import flow
 
-from flows.common import ProfileRef, Prompt, Seed, Segments, StoreUrl, WeightsRef, open_profile
+from flows.common import open_profile
+from flows.params import ProfileRef, Prompt, Seed, Segments, StoreUrl, WeightsRef
 from flows.stages import animate, reviewed_first_frame
 from storage import open_store
 from tasks.artifacts import RunContext, VideoArtifact
@@ -36,6 +37,7 @@ def text_to_video(
     weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> TextToVideoResult:
+    """SOP 1: prompt → enhanced → first frame → review → image-to-video, chained over segments."""
     # 1. Resolve the profile, the store and the weights (bad names and foreign checkpoints
     #    fail here, before any work).
     prof, store_url, keys = open_profile(profile, store, weights)

@@ -20,6 +20,7 @@ from prefect.artifacts import create_table_artifact
 from configs import load_profile, load_training_config
 from configs.ablations import LossWeighting, Modulation
 from configs.training import TrainingConfig
+from flows.params import Candidates, PromptCount, RoundId, Rounds, RunName, Seed, StoreUrl
 from flows.sampling import SampleJob, sample_all
 from storage import Store, open_store
 from tasks.artifacts import RunContext
@@ -31,9 +32,42 @@ from tasks.training import (HeldOutScore, export_weights, finetune_chunk, held_o
 from tasks.weights import trained_together
 
 Unattended = Literal["discard", "judge_a"]
-RoundId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
-                               description="names the round in the store; rerun with the same "
-                               "id to resume it")]
+
+
+class RoundReport(BaseModel):
+    """A round's report, as stored (rounds/<round id>.json) and returned."""
+
+    round_id: str
+    config: str
+    modulation: Modulation
+    unattended: Unattended
+    prompts: list[str]
+    candidates: int
+    agreement_rate: float
+    escalations: int = Field(description="prompts whose judges disagreed")
+    accepted: int
+    human_picks: int
+    unattended_picks: int
+    discards: int
+    losses: list[float]
+    modulation_factors: list[float]
+    # The held-out score (tasks/training.py): the config's judges over the held-out
+    # prompts × seeds; its mean, 95 % bootstrap interval and per-sample scores.
+    held_out_before: float
+    held_out_after: float
+    held_out_before_ci: list[float] | None
+    held_out_after_ci: list[float] | None
+    held_out_before_scores: list[float]
+    held_out_after_scores: list[float]
+    held_out_judges: list[str]
+    held_out_videos: list[str]
+    dataset_key: str
+    state_key: str | None
+    weights_key: str | None
+    step: int
+    weights_keys: list[str] = Field(description="every agent's weights (agents trained "
+                                    "together export one file each)")
+    stage_seconds: dict[str, float]
 
 
 class RoundResult(BaseModel):
@@ -44,7 +78,7 @@ class RoundResult(BaseModel):
     weights_key: str | None
     step: int
     report_key: str
-    report: dict
+    report: RoundReport
 
 
 class TrainResult(BaseModel):
@@ -57,14 +91,14 @@ class TrainResult(BaseModel):
 def training_round(
     round_id: RoundId,
     config: str = "tiny",
-    store: str | None = None,
-    seed: Annotated[int, Field(ge=0)] = 0,
+    store: StoreUrl | None = None,
+    seed: Seed = 0,
     start_state: str | None = None,
     start_weights: str | None = None,
     seen_prompts: list[str] = [],  # noqa: B006 - Prefect parameters are copied per run
     review: ReviewPolicy = ReviewPolicy(),
-    prompts: Annotated[int | None, Field(ge=1, le=1000, description="override the config's P")] = None,
-    candidates: Annotated[int | None, Field(ge=2, le=16, description="override the config's C")] = None,
+    prompts: PromptCount | None = None,
+    candidates: Candidates | None = None,
     modulation: Annotated[Modulation | None, Field(description="override the config's "
                                                    "self-modulation init (ablations)")] = None,
     loss_weighting: Annotated[LossWeighting | None, Field(description="override how the "
@@ -76,6 +110,7 @@ def training_round(
                                        "prompts, candidates and criteria (default: the round "
                                        "id); ablation variants share it")] = None,
 ) -> RoundResult:
+    """One round of the data-free loop: prompts → candidates → two judges → (human) → fine-tune."""
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -135,10 +170,10 @@ def training_round(
     weights_keys = trained_together(opened, weights_key) if weights_key else []
     report = _report(round_id, cfg, texts, votes, decisions, losses, factors, before, after,
                      dataset_key, state_key, weights_key, weights_keys, step, seconds)
-    report_key = write_report(store_url, ctx, round_id, report)
+    report_key = write_report(store_url, ctx, round_id, report.model_dump(mode="json"))
     _publish(round_id, csets, votes, decisions, report)
-    print(f"round {round_id}: {report['accepted']} accepted, {report['escalations']} escalated, "
-          f"{report['discards']} discarded; held-out {_scored(before)} → {_scored(after)}")
+    print(f"round {round_id}: {report.accepted} accepted, {report.escalations} escalated, "
+          f"{report.discards} discarded; held-out {_scored(before)} → {_scored(after)}")
     return RoundResult(round_id=round_id, store=store_url, dataset_key=dataset_key,
                        state_key=state_key, weights_key=weights_key, step=step,
                        report_key=report_key, report=report)
@@ -176,29 +211,22 @@ def _step(state_key: str | None, store: Store) -> int:
 
 
 def _report(round_id, cfg, prompts, votes, decisions, losses, factors, before, after,
-            dataset_key, state_key, weights_key, weights_keys, step, seconds) -> dict:
+            dataset_key, state_key, weights_key, weights_keys, step, seconds) -> RoundReport:
     outcomes = [d.outcome for d in decisions]
-    return {
-        "round_id": round_id, "config": cfg.name, "modulation": cfg.finetune.modulation,
-        "unattended": cfg.unattended, "prompts": prompts,
-        "candidates": cfg.candidates,
-        "agreement_rate": sum(v.agreed is not None for v in votes) / len(votes),
-        "escalations": sum(v.agreed is None for v in votes),
-        "accepted": sum(d.chosen is not None for d in decisions),
-        "human_picks": outcomes.count("human"), "unattended_picks": outcomes.count("unattended"),
-        "discards": outcomes.count("discarded"), "losses": losses, "modulation_factors": factors,
-        # The held-out score (tasks/training.py): the config's judges over the held-out
-        # prompts × seeds; its mean, 95 % bootstrap interval and per-sample scores.
-        "held_out_before": before.mean, "held_out_after": after.mean,
-        "held_out_before_ci": _interval(before), "held_out_after_ci": _interval(after),
-        "held_out_before_scores": before.scores, "held_out_after_scores": after.scores,
-        "held_out_judges": after.judges, "held_out_videos": after.videos,
-        "dataset_key": dataset_key,
-        "state_key": state_key, "weights_key": weights_key, "step": step,
-        # Every agent's weights (agents trained together export one file each).
-        "weights_keys": weights_keys,
-        "stage_seconds": seconds,
-    }
+    return RoundReport(
+        round_id=round_id, config=cfg.name, modulation=cfg.finetune.modulation,
+        unattended=cfg.unattended, prompts=prompts, candidates=cfg.candidates,
+        agreement_rate=sum(v.agreed is not None for v in votes) / len(votes),
+        escalations=sum(v.agreed is None for v in votes),
+        accepted=sum(d.chosen is not None for d in decisions),
+        human_picks=outcomes.count("human"), unattended_picks=outcomes.count("unattended"),
+        discards=outcomes.count("discarded"), losses=losses, modulation_factors=factors,
+        held_out_before=before.mean, held_out_after=after.mean,
+        held_out_before_ci=_interval(before), held_out_after_ci=_interval(after),
+        held_out_before_scores=before.scores, held_out_after_scores=after.scores,
+        held_out_judges=after.judges, held_out_videos=after.videos, dataset_key=dataset_key,
+        state_key=state_key, weights_key=weights_key, step=step, weights_keys=weights_keys,
+        stage_seconds=seconds)
 
 
 def _interval(score: HeldOutScore) -> list[float] | None:
@@ -212,30 +240,30 @@ def _scored(score: HeldOutScore) -> str:
 
 
 def _publish(round_id: str, csets: list[CandidateSet], votes: list[Vote],
-             decisions: list[Decision], report: dict) -> None:
+             decisions: list[Decision], report: RoundReport) -> None:
     table = [{"prompt": c.prompt, "criterion": v.criterion_id,
               "judge A": str(v.judgements[0]["ranking"]), "judge B": str(v.judgements[1]["ranking"]),
               "decision": d.outcome, "chosen": "-" if d.chosen is None else d.chosen + 1}
              for c, v, d in zip(csets, votes, decisions)]
     table.append({"prompt": "(round)", "criterion": "-",
-                  "judge A": f"agreement {report['agreement_rate']:.2f}",
-                  "judge B": f"final loss {report['losses'][-1]:.4f}" if report["losses"] else "-",
-                  "decision": f"held-out {report['held_out_before']:.4f} → "
-                              f"{report['held_out_after']:.4f}", "chosen": report["accepted"]})
+                  "judge A": f"agreement {report.agreement_rate:.2f}",
+                  "judge B": f"final loss {report.losses[-1]:.4f}" if report.losses else "-",
+                  "decision": f"held-out {report.held_out_before:.4f} → "
+                              f"{report.held_out_after:.4f}", "chosen": report.accepted})
     create_table_artifact(table=table, key=f"training-round-{round_id}".replace("_", "-"),
                           description=f"training round {round_id}")
 
 
 @flow(name="train", log_prints=True)
 def train(
-    rounds: Annotated[int, Field(ge=1, le=100)] = 3,
+    rounds: Rounds = 3,
     config: str = "tiny",
-    store: str | None = None,
-    seed: Annotated[int, Field(ge=0)] = 0,
-    name: RoundId = "train",
+    store: StoreUrl | None = None,
+    seed: Seed = 0,
+    name: RunName = "train",
     review: ReviewPolicy = ReviewPolicy(),
-    prompts: Annotated[int | None, Field(ge=1, le=1000)] = None,
-    candidates: Annotated[int | None, Field(ge=2, le=16)] = None,
+    prompts: PromptCount | None = None,
+    candidates: Candidates | None = None,
     modulation: Modulation | None = None,
     unattended: Unattended | None = None,
     draws: Annotated[str | None, Field(max_length=40)] = None,
@@ -258,9 +286,9 @@ def train(
                                 unattended=unattended, draws=draws and f"{draws}-r{r}")
         results.append(result)
         state_key, weights_key = result.state_key, result.weights_key
-        seen = seen + result.report["prompts"]
+        seen = seen + result.report.prompts
     plot = plot_rounds(store_url, RunContext(sop="training", profile=cfg.profile),
-                       [r.report for r in results])
+                       [r.report.model_dump(mode="json") for r in results])
     print(f"train: {rounds} round(s); plot → {opened.uri(plot)}")
     return TrainResult(store=store_url, rounds=results, plot_key=plot)
 
@@ -268,12 +296,12 @@ def train(
 @flow(name="train-round", log_prints=True)
 def scheduled_round(
     config: str = "tiny",
-    store: str | None = None,
-    seed: Annotated[int, Field(ge=0)] = 0,
+    store: StoreUrl | None = None,
+    seed: Seed = 0,
     review: ReviewPolicy = ReviewPolicy(),
 ) -> RoundResult:
-    """One round per scheduled run (the `train-round` deployment): named after the run's
-    scheduled time, sampling with and fine-tuning from the newest round in the store."""
+    """One training round per scheduled run, continuing from the newest round in the store."""
+    # Named after the run's scheduled time, so a restarted run resumes the round it began.
     from datetime import datetime, timezone
 
     from prefect.runtime import flow_run

@@ -7,6 +7,7 @@ boto3 is imported lazily (on the first S3 call), so importing ``storage`` stays 
 from storage.local import LocalStore
 from storage.provenance import ModelRef, Provenance
 from storage.s3 import S3Store
-from storage.store import Store, open_store
+from storage.factory import open_store
+from storage.store import Store
 
 __all__ = ["LocalStore", "ModelRef", "Provenance", "S3Store", "Store", "open_store"]

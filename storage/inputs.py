@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from configs.errors import MoraError
-from storage.store import Store, _show, key_problem
+from storage.keys import key_problem, show
+from storage.store import Store
 
 STORE_SCHEME = "store://"
 S3_SCHEME = "s3://"
@@ -43,7 +44,7 @@ def _check_size(what: str, shown: str, size: int) -> None:
 def _read_key(key: str, store: Store, what: str) -> InputFile:
     problem = key_problem(key)
     if problem:
-        raise MoraError(f"{what} 'store://{_show(key)}' is not a valid store key: {problem}")
+        raise MoraError(f"{what} 'store://{show(key)}' is not a valid store key: {problem}")
     if not store.exists(key):
         raise MoraError(f"{what} 'store://{key}' is not in store {store.url}")
     data = store.get_bytes(key)
@@ -69,9 +70,9 @@ def _read_path(path: Path, shown: str, what: str) -> InputFile:
 def _read_s3(source: str, store: Store | None, what: str) -> InputFile:
     """An object any bucket the store's credentials can read, at the store's endpoint."""
     from storage.s3 import S3Store
-    from storage.store import bucket_problem
+    from storage.keys import bucket_problem
 
-    shown = _show(source)
+    shown = show(source)
     bucket, _, key = source[len(S3_SCHEME):].partition("/")
     problem = bucket_problem(bucket) or ("no object key after the bucket" if not key else
                                          key_problem(key))
@@ -95,7 +96,7 @@ def read_input(source: str, store: Store | None = None, what: str = "input") -> 
     """
     if not isinstance(source, str) or not source.strip():
         raise MoraError(f"{what} is empty: give a file path or store://<key>")
-    shown = _show(source)
+    shown = show(source)
     if source.startswith(STORE_SCHEME):
         if store is None:
             raise MoraError(f"{what} '{shown}' names a store key, but no store is open")

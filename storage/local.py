@@ -9,81 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from configs.errors import MoraError
+from storage.files import Mismatch, copy_hashing, download_target, fsync_dir, write_atomic, write_temp
+from storage.keys import SIDECAR_SUFFIX, key_problem
 from storage.provenance import Provenance
-from storage.store import (
-    CHUNK,
-    SIDECAR_SUFFIX,
-    TMP_SUFFIX,
-    Store,
-    _download_target,
-    key_problem,
-)
-
-FILE_MODE = 0o644
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temp_beside(final: Path) -> tuple[int, Path]:
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=TMP_SUFFIX)
-    return fd, Path(name)
-
-
-class Mismatch(Exception):
-    """Data read does not match its sidecar (raised inside a copy so the temp file is dropped)."""
-
-
-def copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[str, int]:
-    """Copy ``src`` to ``dst``; the sha256 and size of what was copied."""
-    digest, size = hashlib.sha256(), 0
-    while chunk := src.read(CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-        dst.write(chunk)
-    return digest.hexdigest(), size
-
-
-def _write_temp(final: Path, fill: Callable[[BinaryIO], object]) -> tuple[Path, object]:
-    """A temp file beside ``final``, filled, fsynced and chmodded; the caller commits it."""
-    fd, tmp = _temp_beside(final)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            result = fill(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp, result
-
-
-def _write_atomic(final: Path, fill: Callable[[BinaryIO], object]) -> object:
-    """Write ``final`` through a temp file in its folder: fill, fsync, chmod, rename."""
-    tmp, result = _write_temp(final, fill)
-    try:
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return result
-
+from storage.store import Store
 
 class LocalStore(Store):
     """Artifacts as files under ``root``; sidecars beside them as ``<name>.prov.json``."""
@@ -117,16 +51,16 @@ class LocalStore(Store):
         temps: list[Path] = []
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmp, (sha256, size) = _write_temp(final, fill_data)
+            tmp, (sha256, size) = write_temp(final, fill_data)
             temps.append(tmp)
             sidecar = make_sidecar(sha256, size)
             if overwrite:
                 self._replace(side, sidecar, tmp, final)
             else:
-                side_tmp, _ = _write_temp(side, lambda f: f.write(sidecar))
+                side_tmp, _ = write_temp(side, lambda f: f.write(sidecar))
                 temps.append(side_tmp)
                 self._link_new(key, side_tmp, side, final, tmp)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except OSError as exc:
             raise self._write_error(key, exc) from exc
         finally:
@@ -155,7 +89,7 @@ class LocalStore(Store):
             old_sidecar = side.read_bytes()
         except FileNotFoundError:
             old_sidecar = None
-        _write_atomic(side, lambda f: f.write(sidecar))
+        write_atomic(side, lambda f: f.write(sidecar))
         try:
             os.replace(tmp, final)
         except BaseException:
@@ -163,7 +97,7 @@ class LocalStore(Store):
                 if old_sidecar is None:
                     side.unlink(missing_ok=True)
                 else:
-                    _write_atomic(side, lambda f: f.write(old_sidecar))
+                    write_atomic(side, lambda f: f.write(old_sidecar))
             except OSError:
                 pass
             raise
@@ -221,7 +155,7 @@ class LocalStore(Store):
         raise self._corrupt(key, problem)
 
     def download(self, key: str, dest: str | os.PathLike) -> Path:
-        target = _download_target(key, dest)
+        target = download_target(key, dest)
         for _ in range(self._READ_TRIES):
             raw_sidecar = self._raw_sidecar(key)
             with self._open(key) as src:
@@ -232,7 +166,7 @@ class LocalStore(Store):
 
                 try:
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    _write_atomic(target, fill)
+                    write_atomic(target, fill)
                     return target
                 except Mismatch as exc:
                     problem = str(exc)

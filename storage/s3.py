@@ -1,8 +1,7 @@
 """A store in an S3 (or S3-compatible) bucket under a prefix.
 
-boto3 is imported on first use only. The endpoint comes from boto3's own configuration
-(``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, profiles), credentials from the standard
-chain; retries are botocore's ("standard" mode). Nothing touches the network until a call.
+The client, its settings and the mapping of botocore's failures to one-line errors live in
+storage/s3_client.py. Nothing touches the network until a call.
 
 New objects are written with ``If-None-Match: *``, so an existing key is never replaced
 (``overwrite=True`` drops the condition). When a retried write finds the object already there,
@@ -18,68 +17,24 @@ import os
 import random
 import shutil
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from configs.errors import MoraError
-from storage.local import Mismatch, _write_atomic, copy_hashing
+from storage.files import Mismatch, copy_hashing, download_target, write_atomic
+from storage.keys import bucket_problem, key_problem, s3_prefix_problem, sidecar_key
 from storage.provenance import Provenance
-from storage.store import (
-    CHUNK,
-    Store,
-    _download_target,
-    bucket_problem,
-    key_problem,
-    s3_prefix_problem,
-    sidecar_key,
-)
+from storage.s3_client import S3Connection, code_and_status, is_missing
+from storage.store import Store
 
-DEFAULT_MAX_ATTEMPTS = 5
 SINGLE_PUT_LIMIT = 64 * 1024 * 1024  # larger files go up as a multipart upload
 PART_SIZE = 16 * 1024 * 1024  # S3 wants ≥ 5 MiB per part but the last
 PRESIGN_MAX_S = 7 * 24 * 3600  # S3's longest presigned-URL lifetime (SigV4)
 _T = TypeVar("_T")
 
-_CREDENTIAL_CODES = {
-    "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
-    "TokenRefreshRequired", "InvalidClientTokenId", "AuthorizationHeaderMalformed",
-}
-_DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
-_MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
 _EXISTS_CODES = {"PreconditionFailed", "412"}
-
-
-_loader_lock = threading.Lock()
-_loader: Any = None
-
-
-def _shared_loader() -> Any:
-    """One botocore data loader (it caches the parsed service models) for all stores."""
-    global _loader
-    with _loader_lock:
-        if _loader is None:
-            from botocore.loaders import create_loader
-
-            _loader = create_loader()
-        return _loader
-
-
-def _clean_endpoint(url: str | None) -> str:
-    """The endpoint without any user:password@ part (never show credentials)."""
-    if not url:
-        return "the default AWS endpoint"
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "the configured endpoint"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
 def _md5(data: bytes) -> Any:
@@ -92,16 +47,6 @@ def _multipart_etag(part_md5s: list[bytes]) -> str:
     return f"{_md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
 
 
-def _code_and_status(exc: Any) -> tuple[str, int | None]:
-    code = str((exc.response.get("Error") or {}).get("Code") or "")
-    return code, (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-
-
-def _is_missing(exc: Any) -> bool:
-    code, status = _code_and_status(exc)
-    return status == 404 or code in _MISSING_KEY_CODES
-
-
 def _stream_errors() -> tuple[type[BaseException], ...]:
     """What a response body that breaks off raises while it is read."""
     from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
@@ -110,7 +55,7 @@ def _stream_errors() -> tuple[type[BaseException], ...]:
     return (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, URLLib3Error)
 
 
-class S3Store(Store):
+class S3Store(S3Connection, Store):
     """Artifacts as objects ``<prefix>/<key>``, sidecars as ``<prefix>/<key>.prov.json``.
 
     ``endpoint_url``, ``max_attempts`` and the timeouts override boto3's configuration (for
@@ -138,130 +83,9 @@ class S3Store(Store):
         self.bucket = bucket
         self.prefix = prefix
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
-        self._endpoint_url = endpoint_url
-        if max_attempts is None:
-            max_attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or DEFAULT_MAX_ATTEMPTS)
-        self._max_attempts = max_attempts
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
+        self._init_connection(endpoint_url, max_attempts, connect_timeout, read_timeout)
         self._multipart_threshold = multipart_threshold
         self._part_size = part_size
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict:
-        # Picklable (Prefect may hash or ship a store): the client and lock are remade.
-        state = self.__dict__.copy()
-        state["_client"] = None
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    # ---- client and errors ------------------------------------------------------------------
-    @property
-    def client(self) -> Any:
-        """The boto3 S3 client, made on first use (thread-safe; clients are thread-safe)."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._make_client()
-        return self._client
-
-    def _make_client(self) -> Any:
-        import boto3
-        import botocore.session
-        from botocore.config import Config
-        from botocore.exceptions import BotoCoreError
-
-        config = Config(
-            signature_version="s3v4",  # presigned links too: SigV4, whose lifetime S3 caps at 7 days
-            retries={"mode": "standard", "total_max_attempts": self._max_attempts},  # incl. the first
-            connect_timeout=self._connect_timeout,
-            read_timeout=self._read_timeout,
-        )
-        try:
-            # A session of its own (boto3's default session is not safe to share across
-            # threads, and a fresh one reads the environment as it is now), sharing one loader
-            # of botocore's model files: that makes a client in ~25 ms instead of ~250 ms.
-            core = botocore.session.get_session()
-            core.register_component("data_loader", _shared_loader())
-            session = boto3.session.Session(botocore_session=core)
-            return session.client("s3", endpoint_url=self._endpoint_url, config=config)
-        except (BotoCoreError, ValueError) as exc:
-            raise MoraError(f"cannot set up S3 for store {self.url}: {exc}") from None
-
-    @property
-    def endpoint(self) -> str:
-        """Where requests go, fit for messages (no credentials)."""
-        return _clean_endpoint(self.client.meta.endpoint_url)
-
-    @contextmanager
-    def _errors(self, action: str, key: str | None = None) -> Iterator[None]:
-        """Map botocore failures to one-line MoraErrors."""
-        from boto3.exceptions import S3UploadFailedError
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            ConnectionClosedError,
-            ConnectTimeoutError,
-            EndpointConnectionError,
-            NoCredentialsError,
-            PartialCredentialsError,
-            ReadTimeoutError,
-        )
-
-        try:
-            yield
-        except ClientError as exc:
-            raise self._client_error(exc, action, key) from None
-        except S3UploadFailedError as exc:
-            cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, ClientError):
-                raise self._client_error(cause, action, key) from None
-            raise MoraError(f"S3 {action} failed at {self.endpoint}: {exc}") from None
-        except (NoCredentialsError, PartialCredentialsError):
-            raise MoraError(
-                f"no S3 credentials for store {self.url}: set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
-            ) from None
-        except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError):
-            raise MoraError(
-                f"S3 endpoint {self.endpoint} is unreachable (store {self.url}); "
-                "check AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL"
-            ) from None
-        except ReadTimeoutError:
-            raise MoraError(f"S3 endpoint {self.endpoint} timed out during {action} (store {self.url})") from None
-        except BotoCoreError as exc:
-            raise MoraError(f"S3 {action} failed at {self.endpoint} (store {self.url}): {exc}") from None
-
-    def _client_error(self, exc: Any, action: str, key: str | None) -> MoraError:
-        error = exc.response.get("Error", {}) or {}
-        code = str(error.get("Code") or "")
-        status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        if code == "NoSuchBucket" or (key is None and (code in _MISSING_KEY_CODES or status == 404)):
-            return MoraError(f"bucket '{self.bucket}' does not exist at {self.endpoint}")
-        if key is not None and (code in _MISSING_KEY_CODES or status == 404):
-            return self._missing(key)
-        if code in _CREDENTIAL_CODES:
-            return MoraError(
-                f"S3 credentials rejected by {self.endpoint} ({code}) for bucket '{self.bucket}'"
-            )
-        if code in _DENIED_CODES or status == 403:
-            return MoraError(
-                f"S3 credentials rejected or access denied by {self.endpoint} "
-                f"for bucket '{self.bucket}' during {action}"
-            )
-        message = " ".join(str(error.get("Message") or "").split())
-        detail = f"{code}: {message}" if message else (code or f"HTTP {status}")
-        return MoraError(f"S3 {action} failed at {self.endpoint} (store {self.url}): {detail}")
-
-    def check(self) -> None:
-        """Contact the endpoint: the bucket must exist and the credentials must work."""
-        with self._errors("head_bucket"):
-            self.client.head_bucket(Bucket=self.bucket)
 
     # ---- helpers ----------------------------------------------------------------------------
     def _full(self, key: str) -> str:
@@ -274,7 +98,7 @@ class S3Store(Store):
         try:
             return self.client.head_object(Bucket=self.bucket, Key=full)["ETag"].strip('"')
         except ClientError as exc:
-            if _is_missing(exc):
+            if is_missing(exc):
                 return None
             raise
 
@@ -288,7 +112,7 @@ class S3Store(Store):
             try:
                 send()
             except ClientError as exc:
-                code, status = _code_and_status(exc)
+                code, status = code_and_status(exc)
                 if code not in _EXISTS_CODES and status != 412:
                     raise
                 if self._etag(full) != etag:
@@ -419,7 +243,7 @@ class S3Store(Store):
                 response = self.client.get_object(Bucket=self.bucket,
                                                   Key=self._full(sidecar_key(key)))
             except ClientError as exc:
-                if _is_missing(exc):
+                if is_missing(exc):
                     return None
                 raise
         return response["Body"].read()
@@ -464,7 +288,7 @@ class S3Store(Store):
 
     def download(self, key: str, dest: str | os.PathLike) -> Path:
         key = self._check_key(key)
-        target = _download_target(key, dest)
+        target = download_target(key, dest)
 
         def attempt() -> Path:
             raw_sidecar = self._raw_sidecar(key)
@@ -477,7 +301,7 @@ class S3Store(Store):
 
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _write_atomic(target, fill)
+                write_atomic(target, fill)
             except OSError as exc:
                 raise MoraError(f"cannot download '{key}' to {target}: {exc.strerror or exc}") from None
             finally:
@@ -512,7 +336,7 @@ class S3Store(Store):
             try:
                 self.client.head_object(Bucket=self.bucket, Key=self._full(key))
             except ClientError as exc:
-                if _is_missing(exc):
+                if is_missing(exc):
                     return False
                 raise
         return True

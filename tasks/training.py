@@ -86,6 +86,7 @@ def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
     import pandas as pd
 
     from agents.finetune import TrainingSample, finetune, load_state, save_state
+    from agents.loading import load_text_tower
 
     store = open_store(store_url)
     rows = pd.concat([read_dataset(store_url, k) for k in dataset_keys], ignore_index=True)
@@ -94,7 +95,7 @@ def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
     for row in rows.itertuples():
         target, fps = load_frames(store, row.video_key)
         # One text-to-image agent trains on the first frame; agents trained together get the
-        # video (agents/finetune.py gives its first frame to the text-to-image agent).
+        # video (agents/finetune/train.py gives its first frame to the text-to-image agent).
         if not spec.joint and spec.target == "text_to_image":
             target = target[0]
         samples.append(TrainingSample(prompt=row.enhanced_prompt, target=target,
@@ -109,7 +110,8 @@ def finetune_chunk(profile: Profile, cfg: TrainingConfig, store_url: str, ctx: R
     state, losses = finetune(pipes if spec.joint else pipes[spec.target], spec, samples,
                              start=start, until_step=until_step,
                              device=trained[spec.trained[-1]].runtime.device,
-                             on_step=lambda step, loss, factor: factors.append(factor))
+                             on_step=lambda step, loss, factor: factors.append(factor),
+                             text_tower=lambda: load_text_tower(profile.image_to_video, agents.runtime))
     key = store.new_key("checkpoints", ".safetensors")
     put_safetensors(store, key, lambda path: save_state(state, path), provenance(
         "checkpoint", ctx, models=[agent.model_ref for agent in trained.values()],

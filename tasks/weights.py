@@ -26,7 +26,7 @@ from configs.schema import WEIGHTS_REF_PATTERN, Profile
 from configs.errors import MoraError
 from storage import Store, open_store
 from storage.inputs import STORE_SCHEME
-from storage.store import key_problem
+from storage.keys import key_problem
 from tasks.artifacts import read_safetensors
 
 TARGETS = ("text_to_image", "image_to_video")  # the agents the loop fine-tunes
@@ -134,7 +134,7 @@ def target_of(role: str | None) -> str | None:
 
 def trained_together(store: Store, key: str) -> list[str]:
     """``key`` and the weights of the agents trained together with it (one training step for
-    all, see agents/finetune.py): they are used together, each by its own agent."""
+    all, see agents/finetune/train.py): they are used together, each by its own agent."""
     if not store.exists(key):
         return [key]  # describe() says what is wrong
     return [key, *store.read_provenance(key).params.get("trained_with", [])]

@@ -57,6 +57,9 @@ def _extra_inputs(folder: Path) -> None:
     (folder / "remote-code.yaml").write_text(Path("configs/profiles/tiny.yaml").read_text()
                                              + "trust_remote_code: true\n")
     (folder / "not-yaml.yaml").write_text("text_to_image: [unclosed\n")
+    (folder / "tower-on-sd3.yaml").write_text(Path("configs/profiles/tiny.yaml").read_text()
+                                              .replace('  model: "tiny:sd3"\n', '  model: "tiny:sd3"\n'
+                                                       '  text_tower: {model: "tiny:svd"}\n', 1))
     (folder / "two-targets.yaml").write_text(Path("configs/training/tiny.yaml").read_text()
                                              .replace("  target: image_to_video\n",
                                                       "  target: image_to_video\n"
@@ -165,6 +168,9 @@ T2V = [
     (["t2v", "a cat", "--profile", "remote-code.yaml"], "error: profile remote-code.yaml: "
                                                         "trust_remote_code: unknown key"),
     (["t2v", "a cat", "--profile", "not-yaml.yaml"], "error: profile not-yaml.yaml is not valid"),
+    (["t2v", "a cat", "--profile", "tower-on-sd3.yaml"], "error: profile tower-on-sd3.yaml: "
+                                                         "text_to_image: Value error, text_tower "
+                                                         "applies to StableVideoDiffusionPipeline"),
     (["t2v", "a cat", "--review", "later"], "error: --review must be auto or ask"),
     (["t2v", "a cat", "--out", "clip.mov"], "error: --out must end in .mp4"),
     (["t2v", "a cat", "--out", "folder.mp4"], "error: --out is a folder"),
@@ -301,6 +307,9 @@ TRAIN = [
     (["train", "--name", "a\\b"], "error: --name must be lowercase letters"),
     (["train", "--name", "x" * 300], "error: --name must be lowercase letters"),
     (["train", "--name", "Upper"], "error: --name must be lowercase letters"),
+    # 36 characters: the flow would refuse its rounds' ids (<name>-r100 is over 40)
+    (["train", "--name", "x" * 36], "error: --name must be lowercase letters, digits, '-' or '_' "
+                                    "(at most 35)"),
     (["train", "--seed", "-1"], "error: seed must be an integer"),
     (["train", "--review", "never"], "error: --review must be auto or ask"),
     (["train", "--config", "paper"], "error: model 'stabilityai/stable-diffusion-3-medium-"
@@ -623,6 +632,7 @@ FLOW_BAD = {
         ("name", "a\\b", "name: String should match pattern"),
         ("name", "a\x00b", "name: String should match pattern"),
         ("name", "x" * 300, "name: String should match pattern"),
+        ("name", "x" * 36, "name: String should match pattern"),
         ("prompts", 0, "prompts: Input should be greater than or equal to 1"),
         ("candidates", 17, "candidates: Input should be less than or equal to 16"),
         ("seed", -1, "seed: Input should be greater than or equal to 0"),
@@ -718,6 +728,22 @@ def test_digital_world_checks_in_the_flow_before_any_model(params, message, work
     assert tree(folder) == before
 
 
+def test_every_run_name_makes_valid_round_ids():
+    """The longest names `train` and `ablate` take still name valid rounds (the drift the
+    CLI once had: it took a --name whose <name>-r100 round id the flow refused)."""
+    from pydantic import TypeAdapter
+
+    from configs.ablations import VARIANT_NAME_CHARS, AblationVariant
+    from flows.params import (ABLATION_NAME_CHARS, RUN_NAME_CHARS, AblationName, RoundId,
+                              RunName)
+
+    name = TypeAdapter(RunName).validate_python("x" * RUN_NAME_CHARS)
+    TypeAdapter(RoundId).validate_python(f"{name}-r100")
+    ablation = TypeAdapter(AblationName).validate_python("y" * ABLATION_NAME_CHARS)
+    variant = AblationVariant(name="z" * VARIANT_NAME_CHARS, label="longest")
+    TypeAdapter(RunName).validate_python(f"{ablation}-{variant.name}")
+
+
 # ---- the store URL parser --------------------------------------------------------------------
 
 STORE_URLS = [
@@ -762,7 +788,7 @@ def test_store_url_parser_refuses(url, problem, tmp_path, monkeypatch):
 
 
 def test_store_url_parser_takes_good_urls(tmp_path):
-    from storage.store import parse_store_url
+    from storage.factory import parse_store_url
 
     assert parse_store_url("s3://my-bucket/a/b") == ("s3", {"bucket": "my-bucket", "prefix": "a/b"})
     assert parse_store_url(f"file://{tmp_path}") == ("local", {"root": str(tmp_path)})

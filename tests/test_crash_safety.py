@@ -115,7 +115,7 @@ def test_round_killed_at_random_points_ends_like_an_uninterrupted_round(tmp_path
     report = json.loads(store.get_bytes(resumed.report_key))
     assert report["dataset_key"] == resumed.dataset_key
     assert resumed.step == reference.step
-    assert resumed.report["losses"] == pytest.approx(reference.report["losses"])
+    assert resumed.report.losses == pytest.approx(reference.report.losses)
     print(f"[crash] round: {total} objects uninterrupted; killed after {points} objects "
           f"({sum(killed)} of {len(points)} kills landed); rerun wrote "
           f"{len(objects(store_url))} objects in all")

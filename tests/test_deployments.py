@@ -68,6 +68,12 @@ def _source_file(entrypoint: str) -> Path:
     return REPO_ROOT / (module.replace(".", "/") + ".py")
 
 
+def _flow_description(entrypoint: str) -> str:
+    from prefect.flows import load_flow_from_entrypoint
+
+    return load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False).description
+
+
 def _written() -> list[str]:
     """Deployments whose flow module exists (other SOPs may still be being written)."""
     return [name for name, ep in SOPS.items() if _source_file(ep).exists()]
@@ -110,6 +116,15 @@ def test_deployment_parameters_fit_the_flow_signature(name):
     for key, value in every[name].get("parameters", {}).items():
         assert key in signature.parameters, f"{name}: the flow has no parameter {key!r}"
         TypeAdapter(hints.get(key, typing.Any)).validate_python(value)
+
+
+@pytest.mark.parametrize("name", [*SOPS, *TRAINING])
+def test_descriptions_are_the_flows_docstrings(name):
+    """prefect.yaml repeats no description: `prefect deploy` takes the flow's one-line docstring."""
+    every = {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
+    assert "description" not in every[name]
+    description = _flow_description({**SOPS, **TRAINING}[name])
+    assert description and "\n" not in description, description
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,10 +219,12 @@ def test_deployed_text_to_video_runs_on_a_process_worker(server, tiny_zoo, tmp_p
                 assert d.parameters["profile"] == "tiny"
                 # the dashboard's Run form comes from the flow signature
                 assert "profile" in d.parameter_openapi_schema["properties"]
+                assert d.description == _flow_description(SOPS[name])  # from its docstring
             t2v = client.read_deployment_by_name("text-to-video/text-to-video")
             assert t2v.parameter_openapi_schema["required"] == ["prompt"]
             nightly = client.read_deployment_by_name("train-round/train-round")
             assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+            assert nightly.description == _flow_description(TRAINING["train-round"])
 
         # The README's CLI trigger parses its -p values (scheduled an hour out: the worker
         # leaves it alone; then deleted).

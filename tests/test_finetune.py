@@ -170,7 +170,9 @@ def _reference_token_states(tokenizer, encoder, token: str, k: int, max_length: 
         table[n] = table[:n].mean(0)
         batch = tokenizer(token * k, padding="max_length", max_length=max_length, return_tensors="pt")
         hidden = encoder(batch.input_ids, attention_mask=batch.attention_mask if mask else None).last_hidden_state
-    return hidden[0, :k]
+    at = (batch.input_ids[0] == tokenizer.convert_tokens_to_ids(token)).nonzero().flatten()
+    assert len(at) == k  # T5 puts it first, CLIP after its start token
+    return hidden[0, at]
 
 
 @pytest.mark.parametrize("family", ["wan", "sd3"])
@@ -196,6 +198,98 @@ def test_svd_special_token_needs_a_matching_text_encoder(pipes):
     sd3 = pipes["sd3"]
     mod = ModulationEmbedding.create(pipes["svd"], "special_token", clip_text=(sd3.tokenizer, sd3.text_encoder))
     assert mod.weight.shape == (1, pipes["svd"].unet.config.cross_attention_dim)
+
+
+def _tiny_text_tower():
+    """The tiny CLIP text tower the tiny profile pairs with SVD, loaded as a run loads it."""
+    from agents.loading import Runtime, load_text_tower
+    from configs import load_profile
+
+    return load_text_tower(load_profile("tiny").image_to_video, Runtime.of("cpu", "float32"))
+
+
+def test_svd_text_tower_is_the_clip_of_its_image_encoder(pipes):
+    svd = pipes["svd"]
+    tokenizer, tower = _tiny_text_tower()
+    assert type(tower).__name__ == "CLIPTextModelWithProjection"
+    # The whole CLIP's projection width (its text config, like LAION's, says 512), which is the
+    # image encoder's projection and the UNet's cross-attention width.
+    width = svd.unet.config.cross_attention_dim
+    assert tower.text_projection.out_features == width == svd.image_encoder.config.projection_dim
+    assert tower.config.vocab_size == len(tokenizer)
+    # Paired: the saved CLIP's vision tower is the SVD image encoder itself.
+    from safetensors.torch import load_file
+
+    from agents.tiny import SVD_TEXT_TOWER, tiny_model_dir
+
+    saved = load_file(tiny_model_dir("svd") / SVD_TEXT_TOWER / "model.safetensors")
+    image_encoder = svd.image_encoder.state_dict()
+    vision = {k: v for k, v in saved.items() if k.startswith(("vision_model.", "visual_projection."))}
+    assert vision.keys() == image_encoder.keys() and all(torch.equal(v, image_encoder[k]) for k, v in vision.items())
+    assert _tiny_text_tower()[1] is tower  # loaded once per process (the model cache)
+
+
+def test_text_tower_loads_from_a_text_model_folder_and_refuses_other_models(pipes, tmp_path):
+    """A folder holding only a text tower (what `mora models build-random` writes) loads too; a
+    model that is not a CLIP is a one-line error."""
+    from agents.cache import ModelCache
+    from agents.loading import Runtime, load_text_tower
+    from configs import load_profile
+
+    sd3 = pipes["sd3"]
+    sd3.text_encoder.save_pretrained(tmp_path / "clip-text")
+    sd3.tokenizer.save_pretrained(tmp_path / "clip-text")
+    sd3.text_encoder_3.save_pretrained(tmp_path / "t5")
+    spec = load_profile("tiny").image_to_video
+    runtime = Runtime.of("cpu", "float32")
+    tokenizer, tower = load_text_tower(spec.model_copy(update={"text_tower": spec.text_tower.model_copy(
+        update={"model": str(tmp_path / "clip-text"), "subfolder": None})}), runtime, ModelCache(None))
+    assert len(tokenizer) == len(sd3.tokenizer) and _same(tower.state_dict(), sd3.text_encoder.state_dict())
+    with pytest.raises(MoraError, match="is a t5 model, not a CLIP one"):
+        load_text_tower(spec.model_copy(update={"text_tower": spec.text_tower.model_copy(
+            update={"model": str(tmp_path / "t5"), "subfolder": None})}), runtime, ModelCache(None))
+
+
+def test_svd_special_token_training_starts_from_the_text_towers_encoding(pipes):
+    svd = pipes["svd"]
+    tokenizer, tower = _tiny_text_tower()
+    # The textbook init in CLIP's joint space: the projected hidden state of the added token.
+    hidden = _reference_token_states(tokenizer, tower, "<mora-mod>", 1, 77, mask=False)
+    with torch.no_grad():
+        expected = tower.text_projection(hidden)
+    calls = []
+
+    def load():
+        calls.append(1)
+        return tokenizer, tower
+
+    spec = _spec("svd", modulation="special_token", batch_size=1, max_steps=1, checkpoint_every=1)
+    start, _ = finetune(svd, spec, _samples("svd", 1), until_step=0, text_tower=load)
+    torch.testing.assert_close(start.tensors["param/modulation"], expected, rtol=0, atol=1e-5)
+    state, losses = finetune(svd, spec, _samples("svd", 1), until_step=1, text_tower=load)
+    assert len(losses) == 1 and np.isfinite(losses[0]) and len(calls) == 2
+    assert not torch.equal(state.tensors["param/modulation"], expected)  # one step moved it
+    # A resumed run does not need the tower; random and off never load it.
+    finetune(svd, spec, _samples("svd", 1), start=start, until_step=1, text_tower=load)
+    finetune(svd, _spec("svd", modulation="random", batch_size=1, max_steps=1, checkpoint_every=1),
+             _samples("svd", 1), until_step=1, text_tower=load)
+    assert len(calls) == 2
+
+
+def test_svd_special_token_without_a_text_tower_is_one_line(pipes):
+    from agents.loading import Runtime, load_text_tower
+    from configs import load_profile
+
+    spec = _spec("svd", modulation="special_token", batch_size=1, max_steps=1, checkpoint_every=1)
+    with pytest.raises(MoraError, match="use modulation 'random'") as info:
+        finetune(pipes["svd"], spec, _samples("svd", 1), until_step=1)
+    assert "\n" not in str(info.value)
+    unpaired = load_profile("tiny").image_to_video.model_copy(update={"text_tower": None})
+    with pytest.raises(MoraError, match=r"needs the CLIP text tower paired with its image encoder: "
+                                        r"name it in the profile \(image_to_video.text_tower") as info:
+        finetune(pipes["svd"], spec, _samples("svd", 1), until_step=1,
+                 text_tower=lambda: load_text_tower(unpaired, Runtime.of("cpu", "float32")))
+    assert "\n" not in str(info.value)
 
 
 def test_random_init_is_seeded_and_scaled(pipes):
@@ -462,12 +556,12 @@ def test_one_joint_step_moves_both_agents_and_the_modulation_reaches_both(pipes)
 
 
 def test_modulation_factor_weights_each_agents_loss_differentiably():
-    from agents.finetune import _total_loss, loss_weights
+    from agents.finetune import loss_weights, total_loss
 
     mods = [ModulationEmbedding(torch.full((1, 4), v)) for v in (1.0, 3.0)]
     losses = [torch.tensor(2.0), torch.tensor(1.0)]
     spec = _joint_spec()
-    total = _total_loss(losses, mods, spec)
+    total = total_loss(losses, mods, spec)
     assert float(total.detach()) == pytest.approx(2 * (0.25 * 2.0 + 0.75 * 1.0))
     assert loss_weights([m.factor for m in mods], spec) == pytest.approx([0.5, 1.5])
     total.backward()
@@ -475,8 +569,8 @@ def test_modulation_factor_weights_each_agents_loss_differentiably():
     assert float((mods[0].weight.grad * mods[0].weight.detach()).sum()) > 0
     assert float((mods[1].weight.grad * mods[1].weight.detach()).sum()) < 0
     equal = _joint_spec(loss_weighting="equal")  # the ablation: a plain sum, no factor in it
-    assert float(_total_loss(losses, mods, equal)) == pytest.approx(3.0)
-    assert float(_total_loss(losses, [None, None], spec)) == pytest.approx(3.0)  # modulation off
+    assert float(total_loss(losses, mods, equal)) == pytest.approx(3.0)
+    assert float(total_loss(losses, [None, None], spec)) == pytest.approx(3.0)  # modulation off
 
 
 def test_joint_spec_is_checked(pipes):

@@ -424,7 +424,8 @@ def test_openai_judge_errors_are_one_line_and_name_the_endpoint(chat_server, can
 
 @pytest.mark.parametrize("arch, name", [("qwen2_vl", "judge-qwen2-vl"), ("llava_onevision", "judge-llava-onevision")])
 def test_tiny_mllm_judge_runs_end_to_end(arch, name):
-    from agents.tiny_judges import MODEL_CLASSES, ensure_tiny_judge, is_judge_built, tiny_judge_dir
+    from agents.judges.architectures import MODEL_CLASSES
+    from agents.tiny import ensure_tiny_judge, is_judge_built, tiny_judge_dir
     from configs.settings import mora_home
 
     folder = ensure_tiny_judge(arch)
@@ -458,7 +459,7 @@ def test_tiny_mllm_judge_runs_end_to_end(arch, name):
 
 
 def test_tiny_judge_builds_are_race_safe(tmp_path):
-    from agents.tiny_judges import ensure_tiny_judge
+    from agents.tiny import ensure_tiny_judge
 
     results: list = []
     threads = [threading.Thread(target=lambda: results.append(ensure_tiny_judge("llava_onevision", tmp_path)))
@@ -473,7 +474,7 @@ def test_tiny_judge_builds_are_race_safe(tmp_path):
 
 
 def test_tiny_judge_tokenizer_has_the_vision_tokens_and_chat_template():
-    from agents.tiny_judges import build_judge_tokenizer
+    from agents.tiny import build_judge_tokenizer
 
     qwen = build_judge_tokenizer("qwen2_vl")
     for token in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>", "<|video_pad|>"):
@@ -494,6 +495,6 @@ def test_transformers_judge_missing_weights_is_one_line(candidates, tmp_path):
         make_judge(spec, cache=ModelCache()).rank([candidates["smooth"]], FPS, "p", 1)
     assert "\n" not in str(err.value)
     with pytest.raises(MoraError, match="unknown tiny judge"):
-        from agents.tiny_judges import ensure_tiny_judge
+        from agents.tiny import ensure_tiny_judge
 
         ensure_tiny_judge("blip")

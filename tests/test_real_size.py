@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import agents.finetune as ft
+import agents.finetune.train as train_loop
 from agents.finetune import TrainingSample, finetune, inference_weights
 from configs.finetune import TINY_DEFAULTS, FinetuneSpec
 from configs.judges import JudgeSpec
@@ -53,7 +54,7 @@ def _spec(**overrides) -> FinetuneSpec:
 def spy(monkeypatch):
     """Records the training copy and the optimizer each finetune() call builds."""
     seen: dict = {}
-    copy, adamw = ft._training_copy, torch.optim.AdamW
+    copy, adamw = train_loop.training_copy, torch.optim.AdamW
 
     def training_copy(*args, **kwargs):
         seen["denoiser"] = copy(*args, **kwargs)
@@ -65,7 +66,7 @@ def spy(monkeypatch):
             seen["optimizer_params"] = params
             super().__init__(params, *args, **kwargs)
 
-    monkeypatch.setattr(ft, "_training_copy", training_copy)
+    monkeypatch.setattr(train_loop, "training_copy", training_copy)
     monkeypatch.setattr(torch.optim, "AdamW", Recording)
     return seen
 
@@ -94,7 +95,7 @@ def test_sequentially_offloaded_denoiser_gives_a_real_training_copy():
     cpu_offload(transformer, execution_device=torch.device("cpu"))
     assert {p.device.type for p in transformer.parameters()} == {"meta"}
     for method in ("full", "lora"):
-        copy = ft._training_copy(transformer, torch.device("cpu"), _spec(method=method))
+        copy = train_loop.training_copy(transformer, torch.device("cpu"), _spec(method=method))
         state = copy.state_dict()
         assert state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in reference)
         assert not any(hasattr(m, "_hf_hook") for m in copy.modules())
@@ -198,8 +199,8 @@ def test_each_label_sits_next_to_its_frames(arch):
     """Rendered with each family's chat template, between one video's label and the next video's
     label come exactly that video's frames (LLaVA-OneVision's template puts a message's images
     before its text: each video has a message of its own)."""
-    from agents.judges import _messages
-    from agents.tiny_judges import build_judge_tokenizer
+    from agents.judges.vision import chat_messages as _messages
+    from agents.tiny import build_judge_tokenizer
 
     tokenizer = build_judge_tokenizer(arch)
     image_token = "<|image_pad|>" if arch == "qwen2_vl" else "<image>"
@@ -252,6 +253,23 @@ def test_published_architectures_have_the_published_sizes():
     assert round(billions("timbrooks/instruct-pix2pix", "unet"), 2) == 0.86
 
 
+def test_svd_profiles_text_tower_has_its_published_size_and_width(tmp_path):
+    """The CLIP text tower SVD's special-token modulation needs is built at real size too: 354 M
+    parameters projecting to 1024, the SVD image encoder's projection and its UNet's width."""
+    from agents.random_weights import PUBLISHED, build_pipeline, build_random_profile
+    from configs import load_profile
+
+    svd = PUBLISHED["stabilityai/stable-video-diffusion-img2vid-xt"].components
+    for name in ("sd3-svd", "sdxl-svd"):
+        tower = load_profile(name).image_to_video.text_tower.model
+        text = build_pipeline(tower, "bfloat16", meta=True).components["text_encoder"]
+        assert round(sum(p.numel() for p in text.parameters()) / 1e9, 3) == 0.354
+        assert text.text_projection.out_features == svd["image_encoder"]["projection_dim"] == 1024
+    path, results = build_random_profile("sd3-svd", max_gb=0.001, home=tmp_path)
+    assert tower in [r.model for r in results] and all(r.folder is None for r in results)
+    assert load_profile(str(path)).image_to_video.text_tower.model == tower  # skipped: the hub id stays
+
+
 def test_a_profile_can_load_sd3_without_t5():
     """What the real-size random SD3 needs (built without T5-XXL): `without` loads components as None."""
     from agents.cache import ModelCache
@@ -270,7 +288,7 @@ def test_random_weights_are_said_in_provenance_and_on_the_command_line(tmp_path,
     from agents.loading import Runtime
     from agents.random_weights import MARKER, is_random
     from configs import load_profile
-    from mora import cli
+    from mora import cli_common
 
     folder = tmp_path / "svd"
     folder.mkdir()
@@ -280,5 +298,5 @@ def test_random_weights_are_said_in_provenance_and_on_the_command_line(tmp_path,
     prof = prof.model_copy(update={"image_to_video": prof.image_to_video.model_copy(update={"model": str(folder)})})
     agent = ImageToVideoAgent(prof.image_to_video, Runtime(device="cpu", dtype="float32"))
     assert agent.model_ref["revision"] == "random weights"
-    cli._check_models(prof, ("text_to_image", "image_to_video"))
+    cli_common.check_models(prof, ("text_to_image", "image_to_video"))
     assert "runs on random weights: outputs are noise" in capsys.readouterr().err

@@ -239,4 +239,4 @@ def test_training_round_through_faults_writes_the_same_dataset(proxies, s3_store
     expected = read_dataset(local_store, reference.dataset_key)[content]
     got = read_dataset(s3_store_url, result.dataset_key)[content]
     assert len(got) == 2 and got.equals(expected)
-    assert result.report["losses"] == pytest.approx(reference.report["losses"])
+    assert result.report.losses == pytest.approx(reference.report.losses)

@@ -166,7 +166,7 @@ import json, sys
 from flows.training import training_round
 result = training_round(round_id=sys.argv[1], config=sys.argv[2], store=sys.argv[3], seed=1)
 print("RESULT " + json.dumps({"dataset_key": result.dataset_key, "report_key": result.report_key,
-                              "weights_key": result.weights_key, "report": result.report}))
+                              "weights_key": result.weights_key, "report": result.report.model_dump(mode="json")}))
 """
 
 

@@ -288,3 +288,25 @@ def test_two_processes_racing_end_with_one_valid_folder(zoo_home, tmp_path):
     from diffusers import DiffusionPipeline, WanImageToVideoPipeline
 
     assert isinstance(DiffusionPipeline.from_pretrained(root / "wan-flf2v"), WanImageToVideoPipeline)
+
+
+
+@pytest.mark.integration
+def test_trained_tokenizers_are_the_same_in_every_process():
+    """tokenizers' BpeTrainer numbers symbols it meets in hash order unless they are fixed up front
+    (agents/tiny/vocab.py): two fresh processes must learn the same vocab and merges."""
+    import subprocess
+    import sys
+
+    from agents.tiny.vocab import CLIP_BOS, CLIP_EOS, clip_vocab_and_merges
+
+    code = ("import hashlib; from agents.tiny.vocab import byte_bpe_vocab_and_merges, clip_vocab_and_merges; "
+            "print(hashlib.sha256(repr((clip_vocab_and_merges(), "
+            "byte_bpe_vocab_and_merges(('Ranking',), 50))).encode()).hexdigest())")
+    root = Path(__file__).resolve().parent.parent
+    runs = [subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    digests = {run.communicate(timeout=120)[0].strip() for run in runs}
+    assert len(digests) == 1 and all(runs[i].returncode == 0 for i in range(2))
+    vocab, merges = clip_vocab_and_merges()
+    assert len(merges) == 486 and vocab[CLIP_EOS] == len(vocab) - 1 and vocab[CLIP_BOS] == len(vocab) - 2

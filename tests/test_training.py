@@ -118,12 +118,12 @@ def test_round_accepts_escalates_to_a_human_and_discards(tmp_path, local_store, 
     thread.join(240)
     result = outcome["result"]
     report = result.report
-    assert (report["accepted"], report["human_picks"], report["discards"]) == (2, 1, 1)
-    assert report["escalations"] == 2 and report["agreement_rate"] == pytest.approx(1 / 3)
+    assert (report.accepted, report.human_picks, report.discards) == (2, 1, 1)
+    assert report.escalations == 2 and report.agreement_rate == pytest.approx(1 / 3)
     # Rank-only judges score the base weights 0.5 (no calls) and the fine-tuned samples by
     # preference: per sample the mean of judge A (1) and judge B (0, then no answer: 0.5).
-    assert report["held_out_before"] == 0.5
-    assert report["held_out_after_scores"] == [0.5, 0.75]
+    assert report.held_out_before == 0.5
+    assert report.held_out_after_scores == [0.5, 0.75]
 
     rows = read_dataset(local_store, result.dataset_key)
     assert list(rows["decision"]) == ["accepted", "human"] and list(rows["chosen"]) == [0, 1]
@@ -146,12 +146,12 @@ def test_full_round_trains_and_reports(tmp_path, local_store):
 
     # A manifest with media in the store, and a report file.
     rows = read_dataset(local_store, result.dataset_key)
-    assert len(rows) == report["accepted"] == 2  # metric judges + unattended judge_a keep both
+    assert len(rows) == report.accepted == 2  # metric judges + unattended judge_a keep both
     for row in rows.itertuples():
         assert store.exists(row.video_key) and store.exists(row.first_frame_key)
-    assert json.loads(store.get_bytes(result.report_key)) == report
-    assert set(report["stage_seconds"]) == {"prompts", "sampling", "judging", "decisions",
-                                            "finetune", "held_out"}
+    assert json.loads(store.get_bytes(result.report_key)) == report.model_dump(mode="json")
+    assert set(report.stage_seconds) == {"prompts", "sampling", "judging", "decisions",
+                                         "finetune", "held_out"}
 
     # A checkpoint whose weights differ from the base; the modulation embedding moved.
     from agents.finetune import state_from_bytes, weights_from_bytes
@@ -164,11 +164,11 @@ def test_full_round_trains_and_reports(tmp_path, local_store):
                and not np.allclose(tensor.numpy(), base[name[len("denoiser/"):]].detach().numpy())]
     assert changed, "fine-tuning left every weight as it was"
     assert state_from_bytes(store.get_bytes(result.state_key)).step == 4 == result.step
-    factors = report["modulation_factors"]
+    factors = report.modulation_factors
     assert len(factors) == 4 and factors[-1] != factors[0]
-    assert "modulation" in weights and len(report["losses"]) == 4
+    assert "modulation" in weights and len(report.losses) == 4
     assert store.read_provenance(result.weights_key).params["stage"] == "weights"
-    assert isinstance(report["held_out_before"], float) and isinstance(report["held_out_after"], float)
+    assert isinstance(report.held_out_before, float) and isinstance(report.held_out_after, float)
 
 
 @pytest.mark.parametrize("modulation", ["random", "off"])
@@ -179,7 +179,7 @@ def test_modulation_ablations_run(tmp_path, local_store, modulation):
 
     weights = weights_from_bytes(open_store(local_store).get_bytes(result.weights_key))
     assert ("modulation" in weights) == (modulation == "random")
-    factors = result.report["modulation_factors"]
+    factors = result.report.modulation_factors
     assert all(f == 0.0 for f in factors) if modulation == "off" else factors[0] != factors[-1]
 
 
@@ -188,9 +188,9 @@ def test_unattended_discard_rule(tmp_path, local_store, judges_endpoint):
     config = write_config(tmp_path, prompts=1, unattended="discard",
                           judges=scripted(judges_endpoint))
     result = training_round(round_id="discard-r1", config=config, store=local_store)
-    assert result.report["discards"] == 1 and result.report["accepted"] == 0
+    assert result.report.discards == 1 and result.report.accepted == 0
     assert len(read_dataset(local_store, result.dataset_key)) == 0
-    assert result.weights_key is None and result.report["losses"] == []
+    assert result.weights_key is None and result.report.losses == []
 
 
 def test_two_rounds_chain_weights_and_plot(tmp_path, local_store):
@@ -198,8 +198,8 @@ def test_two_rounds_chain_weights_and_plot(tmp_path, local_store):
     result = train(rounds=2, config=config, store=local_store, name="chain")
     first, second = result.rounds
     assert second.step == first.step + 4
-    assert set(first.report["prompts"]).isdisjoint(second.report["prompts"])
-    assert second.report["held_out_before"] == pytest.approx(first.report["held_out_after"])
+    assert set(first.report.prompts).isdisjoint(second.report.prompts)
+    assert second.report.held_out_before == pytest.approx(first.report.held_out_after)
     store = open_store(local_store)
     assert store.get_bytes(result.plot_key)[:8] == b"\x89PNG\r\n\x1a\n"
     lineage, key = [], second.state_key
@@ -251,7 +251,7 @@ def test_round_killed_with_sigkill_resumes_without_repeating_work(tmp_path):
     a = read_dataset(whole, reference.dataset_key)[content]
     b = read_dataset(killed, resumed.dataset_key)[content]
     assert a.equals(b)
-    assert resumed.report["losses"][-2:] == pytest.approx(reference.report["losses"][-2:])
+    assert resumed.report.losses[-2:] == pytest.approx(reference.report.losses[-2:])
 
 
 def test_scheduled_round_continues_from_the_newest_round(tmp_path, local_store):
@@ -261,8 +261,8 @@ def test_scheduled_round_continues_from_the_newest_round(tmp_path, local_store):
     manual = training_round(round_id="manual-r1", config=config, store=local_store)
     nightly = scheduled_round(config=config, store=local_store)
     assert nightly.round_id.startswith("sched-") and nightly.step == manual.step + 4
-    assert set(nightly.report["prompts"]).isdisjoint(manual.report["prompts"])
-    assert nightly.report["held_out_before"] == pytest.approx(manual.report["held_out_after"])
+    assert set(nightly.report.prompts).isdisjoint(manual.report.prompts)
+    assert nightly.report.held_out_before == pytest.approx(manual.report.held_out_after)
 
 
 def test_random_selection_control_ignores_the_judges(tmp_path):

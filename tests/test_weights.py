@@ -105,8 +105,8 @@ def test_models_list_shows_the_store_checkpoints(trained):
     (ckpt,) = list_checkpoints(store_url)
     assert (ckpt.key, ckpt.round_id, ckpt.target, ckpt.step) == (
         result.weights_key, "w-r1", "image_to_video", 4)
-    assert ckpt.loss == pytest.approx(result.report["losses"][-1])
-    assert ckpt.held_out == pytest.approx(result.report["held_out_after"])
+    assert ckpt.loss == pytest.approx(result.report.losses[-1])
+    assert ckpt.held_out == pytest.approx(result.report.held_out_after)
 
 
 def test_profile_field_names_the_weights(trained, tmp_path):
@@ -129,10 +129,10 @@ def test_profile_field_names_the_weights(trained, tmp_path):
 def test_held_out_report_has_intervals(trained):
     _, _, result = trained
     report = result.report
-    low, high = report["held_out_after_ci"]
-    assert low <= report["held_out_after"] <= high
-    assert len(report["held_out_after_scores"]) == 2  # 1 prompt × 2 seeds
-    assert len(report["held_out_judges"]) == 2  # the config's own judges
+    low, high = report.held_out_after_ci
+    assert low <= report.held_out_after <= high
+    assert len(report.held_out_after_scores) == 2  # 1 prompt × 2 seeds
+    assert len(report.held_out_judges) == 2  # the config's own judges
 
 
 def test_bootstrap_mean_interval():
@@ -157,7 +157,7 @@ def test_agents_trained_together_each_sample_with_their_own_weights(tmp_path):
         "target": None, "targets": ["text_to_image", "image_to_video"], "max_steps": 2})
     store_url = str(tmp_path / "store")
     result = training_round(round_id="j-r1", config=config, store=store_url, seed=3)
-    keys = result.report["weights_keys"]
+    keys = result.report.weights_keys
     assert result.weights_key == keys[0] and len(keys) == 2
     store = open_store(store_url)
     by_target = {store.read_provenance(k).params["target"]: k for k in keys}

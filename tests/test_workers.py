@@ -117,7 +117,7 @@ def test_dask_engine_samples_what_inline_samples(tmp_path):
                       for k in opened.list("video/") if k.endswith(".npz")
                       and (p := opened.read_provenance(k)).params.get("stage") == "candidate")
         frames[engine] = [load_frames(opened, k)[0] for *_, k in keys]
-        assert result.report["candidates"] == 2 and len(keys) == 4
+        assert result.report.candidates == 2 and len(keys) == 4
         pids = {opened.read_provenance(k).params["worker"]["pid"] for *_, k in keys}
         # inline: this process; dask: the cluster's worker processes
         assert (pids == {str(os.getpid())}) == (engine == "inline"), pids

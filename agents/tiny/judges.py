@@ -1,42 +1,31 @@
-"""Tiny random Qwen2-VL and LLaVA-OneVision judges, built offline like the tiny zoo (agents.tiny).
+"""Tiny random Qwen2-VL and LLaVA-OneVision judges, built offline like the tiny zoo (agents/tiny/zoo.py).
 
 Each is a real ``Qwen2VLForConditionalGeneration`` / ``LlavaOnevisionForConditionalGeneration``
-with a few thousand random parameters (seeded), a byte-level BPE tokenizer built here with the
-``tokenizers`` library (Qwen2 style: ``<|im_start|>``/``<|im_end|>`` chat tokens plus the model's
+with a few thousand random parameters (seeded), a byte-level BPE tokenizer trained with the
+``tokenizers`` library (agents/tiny/vocab.py; Qwen2 style: ``<|im_start|>``/``<|im_end|>`` chat tokens plus the model's
 image/video tokens) and a chat template shaped like the real checkpoint's, and a PIL image
 processor.  Everything is saved with ``save_pretrained`` under ``<MORA_HOME>/tiny/<name>`` and
-loaded with ``from_pretrained`` exactly as a real checkpoint (see ``agents.judges``).  Their
+loaded with ``from_pretrained`` exactly as a real checkpoint (agents/judges/local_vision.py).  Their
 answers are gibberish: they exist to run the transformers judge's code path on a CPU.
 
 The processor is saved without a video processor (building one needs torchvision, and judges
-pass frames as images): ``agents.judges`` loads it with an image-only processor class.
+pass frames as images): it is saved and loaded with the image-only processor class of
+agents/judges/architectures.py, which also names each architecture's model class and tiny folder.
 
-Building is idempotent and race safe with the same per-model ``fcntl`` lock, temporary sibling
-and atomic rename as :mod:`agents.tiny`; the marker file (written last) makes a folder count as
-built.
+Building and caching go through agents/tiny/built.py, as for the tiny zoo.
 """
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 
-from agents.tiny import MARKER, SEED, _locked, _quiet_progress_bars, _zoo_root, install_atomically
+from agents.judges.architectures import MODEL_CLASSES, PROCESSOR_CLASSES, TINY_JUDGES, image_only_processor_class
+from agents.tiny import built
 from configs.errors import MoraError
 
-JUDGE_ZOO_VERSION = 1
-
-#: arch -> folder name under ``<MORA_HOME>/tiny``.
-TINY_JUDGES: dict[str, str] = {
-    "qwen2_vl": "judge-qwen2-vl",
-    "llava_onevision": "judge-llava-onevision",
-}
-
-MODEL_CLASSES: dict[str, str] = {
-    "qwen2_vl": "Qwen2VLForConditionalGeneration",
-    "llava_onevision": "LlavaOnevisionForConditionalGeneration",
-}
+# 2: the tokenizer's merges are learnt by the tokenizers library's BpeTrainer (agents/tiny/vocab.py).
+JUDGE_ZOO_VERSION = 2
 
 # Chat specials shared by both (Qwen2 LM family), then each model's vision tokens.
 _CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -98,65 +87,36 @@ def _check_arch(arch: str) -> None:
 def tiny_judge_dir(arch: str, home: Path | None = None) -> Path:
     """``<home>/tiny/judge-<arch>`` (home defaults to ``configs.settings.mora_home()``); does not build."""
     _check_arch(arch)
-    return _zoo_root(home) / TINY_JUDGES[arch]
-
-
-def arch_for_tiny_name(name: str) -> str | None:
-    """``judge-qwen2-vl`` -> ``qwen2_vl`` (None when ``name`` is not a tiny judge)."""
-    return next((arch for arch, folder in TINY_JUDGES.items() if folder == name), None)
-
-
-def _marker_payload(arch: str) -> dict:
-    return {"name": TINY_JUDGES[arch], "arch": arch, "model_class": MODEL_CLASSES[arch],
-            "seed": SEED, "zoo_version": JUDGE_ZOO_VERSION}
+    return built.zoo_root(home) / TINY_JUDGES[arch]
 
 
 def is_judge_built(arch: str, home: Path | None = None) -> bool:
-    marker = tiny_judge_dir(arch, home) / MARKER
-    try:
-        data = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("zoo_version") == JUDGE_ZOO_VERSION
+    return built.is_built(tiny_judge_dir(arch, home), JUDGE_ZOO_VERSION)
 
 
 def ensure_tiny_judge(arch: str, home: Path | None = None) -> Path:
     """Build the tiny ``arch`` judge if missing (or from an older version); return its folder.
 
-    Idempotent; safe when processes race (per-model file lock, atomic rename).
+    Idempotent; safe when processes race (agents/tiny/built.py).
     """
-    target = tiny_judge_dir(arch, home)
-    if is_judge_built(arch, home):
-        return target
-    name = TINY_JUDGES[arch]
-    with _locked(target.parent, name):
-        if not is_judge_built(arch, home):
-            _build_and_install(arch, target)
-    return target
+    folder = tiny_judge_dir(arch, home)
+    marker = {"name": TINY_JUDGES[arch], "arch": arch, "model_class": MODEL_CLASSES[arch],
+              "seed": built.SEED, "zoo_version": JUDGE_ZOO_VERSION}
+    return built.ensure_built(folder, marker, lambda tmp: _save(arch, tmp))
 
 
-def _build_and_install(arch: str, target: Path) -> None:
-    """The tiny judge ``arch`` built and installed at ``target`` (caller holds the lock)."""
-
-    def save(folder: Path) -> None:
-        model, processor = build_tiny_judge(arch)
-        with _quiet_progress_bars():
-            model.save_pretrained(folder, safe_serialization=True)
-            processor.save_pretrained(folder)
-        _name_real_processor_class(folder, arch)
-
-    install_atomically(target, TINY_JUDGES[arch], save, _marker_payload(arch))
-
-
-def _name_real_processor_class(folder: Path, arch: str) -> None:
-    """Saved by the image-only subclass: record the real processor class, as a checkpoint does."""
-    real = {"qwen2_vl": "Qwen2VLProcessor", "llava_onevision": "LlavaOnevisionProcessor"}[arch]
+def _save(arch: str, folder: Path) -> None:
+    model, processor = build_tiny_judge(arch)
+    with built.quiet_progress_bars():
+        model.save_pretrained(folder, safe_serialization=True)
+        processor.save_pretrained(folder)
+    # Saved by the image-only subclass: record the real processor class, as a checkpoint does.
     for path in [folder / "processor_config.json", folder / "tokenizer_config.json"]:
         if not path.is_file():
             continue
         data = json.loads(path.read_text())
         if "processor_class" in data:
-            data["processor_class"] = real
+            data["processor_class"] = PROCESSOR_CLASSES[arch]
             path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -164,27 +124,14 @@ def _name_real_processor_class(folder: Path, arch: str) -> None:
 # Builders (heavy imports inside).
 
 
-@lru_cache(maxsize=1)
-def byte_bpe_vocab_and_merges(
-    num_merges: int = _BPE_MERGES,
-) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
-    """Qwen2-style byte-level BPE: ids 0-255 are the byte symbols, then learnt merges (``Ġword``)."""
-    from agents.tokenizers_offline import _corpus_words, bytes_to_unicode, learn_merges
-
-    byte_sym = bytes_to_unicode()
-    vocab_list = [byte_sym[b] for b in range(256)]
-    words = sorted(set(_corpus_words()) | set(_EXTRA_WORDS.split()))
-    seqs = [[byte_sym[b] for b in (" " + w).encode("utf-8")] for w in words]
-    merges = learn_merges(seqs, vocab_list, num_merges)
-    return tuple((tok, i) for i, tok in enumerate(vocab_list)), tuple(merges)
-
-
 def build_judge_tokenizer(arch: str):
     """A ``Qwen2Tokenizer`` (tokenizers backend) with chat and vision specials and the chat template."""
     from transformers import Qwen2Tokenizer
 
+    from agents.tiny.vocab import byte_bpe_vocab_and_merges
+
     _check_arch(arch)
-    pairs, merges = byte_bpe_vocab_and_merges()
+    pairs, merges = byte_bpe_vocab_and_merges(tuple(_EXTRA_WORDS.split()), _BPE_MERGES)
     vocab = dict(pairs)
     specials = _CHAT_SPECIALS + _VISION_SPECIALS[arch]
     for tok in specials:
@@ -221,8 +168,6 @@ def _build_qwen2_vl():
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from agents.judges import image_only_processor_class
-
     tokenizer = build_judge_tokenizer("qwen2_vl")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _CHAT_SPECIALS + _VISION_SPECIALS["qwen2_vl"]}
     head_dim = _TEXT["hidden_size"] // _TEXT["num_attention_heads"]
@@ -240,7 +185,7 @@ def _build_qwen2_vl():
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
-    torch.manual_seed(SEED)
+    torch.manual_seed(built.SEED)
     model = Qwen2VLForConditionalGeneration(config).eval()
     _greedy_generation_config(model, ids)
     image_processor = Qwen2VLImageProcessorPil(min_pixels=_QWEN_MIN_PIXELS, max_pixels=_QWEN_MAX_PIXELS)
@@ -255,8 +200,6 @@ def _build_llava_onevision():
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
     )
-
-    from agents.judges import image_only_processor_class
 
     tokenizer = build_judge_tokenizer("llava_onevision")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _CHAT_SPECIALS + _VISION_SPECIALS["llava_onevision"]}
@@ -273,7 +216,7 @@ def _build_llava_onevision():
         image_grid_pinpoints=[list(p) for p in _LLAVA_PINPOINTS],
         vision_aspect_ratio="anyres_max_9",
     )
-    torch.manual_seed(SEED)
+    torch.manual_seed(built.SEED)
     model = LlavaOnevisionForConditionalGeneration(config).eval()
     _greedy_generation_config(model, ids)
     image_processor = LlavaOnevisionImageProcessorPil(
@@ -292,16 +235,3 @@ def _greedy_generation_config(model, ids: dict[str, int]) -> None:
 
     model.generation_config = GenerationConfig(
         do_sample=False, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-
-
-__all__ = [
-    "JUDGE_ZOO_VERSION",
-    "MODEL_CLASSES",
-    "TINY_JUDGES",
-    "arch_for_tiny_name",
-    "build_judge_tokenizer",
-    "build_tiny_judge",
-    "ensure_tiny_judge",
-    "is_judge_built",
-    "tiny_judge_dir",
-]

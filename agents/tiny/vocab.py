@@ -1,22 +1,26 @@
-"""Tokenizers for the tiny model zoo, built offline from a vocabulary written here.
+"""Tokenizers for the tiny models (agents/tiny/pipelines.py, agents/tiny/judges.py), trained
+offline on a small corpus written here.
 
-Nothing is downloaded. Two families, shaped like the real ones so the diffusers pipelines call
-them exactly as they call real checkpoints:
+Nothing is downloaded. The families are shaped like the real ones so the pipelines call them
+exactly as they call real checkpoints:
 
-* CLIP: byte-level BPE with ``</w>`` word ends. Ids 0-255 are the 256 byte symbols, 256-511 the
-  same symbols ending a word, then the merges learnt below, and ``<|startoftext|>`` /
-  ``<|endoftext|>`` as the two top ids (as in OpenAI's CLIP). Every byte has a symbol, so any
-  text (unicode, emoji, empty) tokenizes without an unknown token.
+* CLIP: byte-level BPE with ``</w>`` word ends, its merges learnt by the ``tokenizers``
+  library's ``BpeTrainer``. Ids 0-255 are the 256 byte symbols, 256-511 the same symbols ending
+  a word, then the learnt merges, and ``<|startoftext|>`` / ``<|endoftext|>`` as the two top ids
+  (as in OpenAI's CLIP). Every byte has a symbol, so any text (unicode, emoji, empty)
+  tokenizes without an unknown token.
+* Qwen2 (the tiny judges): byte-level BPE over ``Ġword`` pieces, ids 0-255 the byte symbols,
+  then the merges ``BpeTrainer`` learns.
 * T5 / UMT5: a small unigram vocabulary with ``<pad>``, ``</s>``, ``<unk>`` as ids 0, 1, 2, then
   ``▁``, single characters and ``▁word`` pieces. Characters outside the vocabulary become
   ``<unk>``.
 
-Both are deterministic: the same code builds byte-identical tokenizer files.
+All are deterministic: the same code builds byte-identical tokenizer files.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import json
 from functools import lru_cache
 
 CLIP_BOS = "<|startoftext|>"
@@ -56,7 +60,7 @@ add remove change replace style transfer instruct prompt world virtual minecraft
 
 
 def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP byte-to-symbol table: printable bytes map to themselves, the rest to 256+."""
+    """GPT-2/CLIP byte-to-symbol table (the ``tokenizers`` ByteLevel alphabet, in byte order)."""
     printable = (
         list(range(ord("!"), ord("~") + 1))
         + list(range(ord("¡"), ord("¬") + 1))
@@ -73,55 +77,63 @@ def bytes_to_unicode() -> dict[int, str]:
     return table
 
 
-def learn_merges(words: list[list[str]], vocab_list: list[str],
-                 num_merges: int) -> list[tuple[str, str]]:
-    """Learn up to ``num_merges`` BPE merges over ``words`` (symbol lists, merged in place), most
-    frequent pair first, ties broken by the pair's text so builds are reproducible; each new
-    symbol is appended to ``vocab_list``."""
-    merges: list[tuple[str, str]] = []
-    known = set(vocab_list)
-    while len(merges) < num_merges:
-        pairs: Counter[tuple[str, str]] = Counter()
-        for syms in words:
-            pairs.update(zip(syms, syms[1:]))
-        if not pairs:
-            break
-        best = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        merged = best[0] + best[1]
-        merges.append(best)
-        if merged not in known:
-            known.add(merged)
-            vocab_list.append(merged)
-        for syms in words:
-            i = 0
-            while i < len(syms) - 1:
-                if (syms[i], syms[i + 1]) == best:
-                    syms[i : i + 2] = [merged]
-                else:
-                    i += 1
-    return merges
+def train_bpe_merges(words: list[str], num_merges: int, end_of_word_suffix: str = "",
+                     add_prefix_space: bool = False) -> list[tuple[str, str]]:
+    """The first ``num_merges`` merges ``tokenizers``' ``BpeTrainer`` learns over ``words``
+    (byte-level symbols; ``end_of_word_suffix`` marks a word's last symbol, as CLIP's ``</w>``).
+
+    Deterministic: the trainer breaks ties between equally frequent pairs by symbol id, and the
+    ids of the byte symbols (and of their suffixed forms, declared up front as special tokens,
+    else numbered in hash order) are fixed before training.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    alphabet = [bytes_to_unicode()[b] for b in range(256)]
+    suffixed = [s + end_of_word_suffix for s in alphabet] if end_of_word_suffix else []
+    suffix = {"end_of_word_suffix": end_of_word_suffix} if end_of_word_suffix else {}
+    tokenizer = Tokenizer(models.BPE(**suffix))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space, use_regex=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=len(suffixed) + len(alphabet) + num_merges, min_frequency=0, show_progress=False,
+        initial_alphabet=alphabet, special_tokens=suffixed, **suffix)
+    tokenizer.train_from_iterator(words, trainer)
+    merges = json.loads(tokenizer.to_str())["model"]["merges"]
+    return [(a, b) for a, b in merges[:num_merges]]
 
 
-def _corpus_words() -> list[str]:
+def corpus_words() -> list[str]:
+    """The corpus' distinct words, sorted."""
     return sorted(set(_CORPUS.split()))
 
 
 @lru_cache(maxsize=1)
 def clip_vocab_and_merges(num_merges: int = CLIP_MERGES) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Learn ``num_merges`` BPE merges over the corpus (ties broken by the pair's text) -> vocab, merges."""
-    byte_sym = bytes_to_unicode()
-    base = [byte_sym[b] for b in range(256)]
-    vocab_list: list[str] = base + [s + "</w>" for s in base]
-
-    words: list[list[str]] = []
-    for word in _corpus_words():
-        syms = [byte_sym[b] for b in word.encode("utf-8")]
-        syms[-1] = syms[-1] + "</w>"
-        words.append(syms)
-
-    merges = learn_merges(words, vocab_list, num_merges)
-    vocab_list += [CLIP_BOS, CLIP_EOS]
+    """CLIP's vocab (the layout above) and ``num_merges`` merges learnt over the corpus."""
+    base = [bytes_to_unicode()[b] for b in range(256)]
+    merges = train_bpe_merges(corpus_words(), num_merges, end_of_word_suffix="</w>")
+    vocab_list = _with_merged(base + [s + "</w>" for s in base], merges) + [CLIP_BOS, CLIP_EOS]
     return {tok: i for i, tok in enumerate(vocab_list)}, merges
+
+
+def _with_merged(symbols: list[str], merges: list[tuple[str, str]]) -> list[str]:
+    """``symbols`` followed by each merge's new symbol, in merge order, once each."""
+    out, known = list(symbols), set(symbols)
+    for a, b in merges:
+        if a + b not in known:
+            known.add(a + b)
+            out.append(a + b)
+    return out
+
+
+@lru_cache(maxsize=1)
+def byte_bpe_vocab_and_merges(extra_words: tuple[str, ...] = (), num_merges: int = 300,
+                              ) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
+    """Qwen2-style byte-level BPE over the corpus and ``extra_words``: ids 0-255 are the byte
+    symbols, then the learnt merges (``Ġword``: words follow a space)."""
+    words = sorted(set(corpus_words()) | set(extra_words))
+    merges = train_bpe_merges(words, num_merges, add_prefix_space=True)
+    vocab_list = _with_merged([bytes_to_unicode()[b] for b in range(256)], merges)
+    return tuple((tok, i) for i, tok in enumerate(vocab_list)), tuple(merges)
 
 
 def build_clip_tokenizer(model_max_length: int = CLIP_MAX_LENGTH):
@@ -148,7 +160,7 @@ def t5_vocab() -> list[tuple[str, float]]:
     pieces += [(c, -10.0) for c in chars]
     pieces += [("▁" + c, -9.0) for c in chars]
     seen = {p for p, _ in pieces}
-    for word in _corpus_words():
+    for word in corpus_words():
         for piece, score in (("▁" + word, -5.0), ("▁" + word.capitalize(), -6.0)):
             if piece not in seen:
                 seen.add(piece)

@@ -1,46 +1,19 @@
-"""The offline tiny model zoo: small random diffusers pipelines built from explicit configs.
-
-Each tiny model is built with a fixed seed (``torch.manual_seed`` before every component), its
-tokenizers from a vocabulary written in :mod:`agents.tokenizers_offline`, saved with
-``save_pretrained`` under ``<MORA_HOME>/tiny/<name>`` and from then on loaded exactly like a
-real checkpoint: ``DiffusionPipeline.from_pretrained(dir)``. Nothing is downloaded.
+"""The tiny diffusers pipelines: small random SD3, SVD, Wan (I2V and FLF2V) and InstructPix2Pix
+models built from explicit configs with a fixed seed (``torch.manual_seed`` before every
+component), their tokenizers from agents/tiny/vocab.py. agents/tiny/zoo.py saves and caches them.
 
 The shapes follow the real models' size rules (8x spatial VAEs, SD3 patch 2, Wan 4x temporal
 compression) so a profile that runs on the tiny zoo runs with the same sizes on real weights.
-
-Building is race safe: each model is built into a temporary sibling folder under an exclusive
-per-model ``fcntl`` lock and renamed into place; the marker file ``mora-tiny.json`` (written last)
-is what makes a folder count as built, so a reader never sees a half-built model.
+One builder per pipeline below (``_build_sd3``, ``_build_svd``, ``_build_wan``, ``_build_ip2p``).
+Heavy imports live inside them so ``import agents.tiny`` stays cheap.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from configs.errors import MoraError
-from configs.settings import mora_home
-
-TINY_MODELS: tuple[str, ...] = ("sd3", "svd", "wan-i2v", "wan-flf2v", "ip2p")
-
-ZOO_VERSION = 1
-MARKER = "mora-tiny.json"
-SEED = 0
-
-# The pipeline class each folder loads as (DiffusionPipeline.from_pretrained(dir) -> this).
-PIPELINE_CLASSES: dict[str, str] = {
-    "sd3": "StableDiffusion3Pipeline",
-    "svd": "StableVideoDiffusionPipeline",
-    "wan-i2v": "WanImageToVideoPipeline",
-    "wan-flf2v": "WanImageToVideoPipeline",
-    "ip2p": "StableDiffusionInstructPix2PixPipeline",
-}
+from agents.tiny.built import SEED
 
 # CLIP vision tower shared in shape by SVD and Wan: 224 px (SVD resizes to 224), patch 32 -> 7x7+1 = 50 tokens.
 _VISION_IMAGE_SIZE = 224
@@ -48,154 +21,9 @@ _VISION_PATCH = 32
 _VISION_TOKENS = (_VISION_IMAGE_SIZE // _VISION_PATCH) ** 2 + 1
 
 
-def _check_name(name: str) -> None:
-    if name not in TINY_MODELS:
-        raise MoraError(f"unknown tiny model {name!r} (known: {', '.join(TINY_MODELS)})")
-
-
-def _zoo_root(home: Path | None) -> Path:
-    return Path(home if home is not None else mora_home()).expanduser() / "tiny"
-
-
-def tiny_model_dir(name: str, home: Path | None = None) -> Path:
-    """``<home>/tiny/<name>`` (home defaults to ``configs.settings.mora_home()``); does not build."""
-    _check_name(name)
-    return _zoo_root(home) / name
-
-
-def _marker_payload(name: str) -> dict:
-    return {"name": name, "pipeline": PIPELINE_CLASSES[name], "seed": SEED, "zoo_version": ZOO_VERSION}
-
-
-def is_built(name: str, home: Path | None = None) -> bool:
-    """True when the folder holds a complete build of the current zoo version."""
-    marker = tiny_model_dir(name, home) / MARKER
-    try:
-        data = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("zoo_version") == ZOO_VERSION
-
-
-@contextlib.contextmanager
-def _locked(root: Path, name: str) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{name}.lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def ensure_tiny_model(name: str, home: Path | None = None) -> Path:
-    """Build ``name`` if it is missing (or from an older zoo version) and return its folder.
-
-    Idempotent: a built folder is returned untouched. Safe when processes race: builds are
-    serialised by a per-model file lock and land by an atomic rename.
-    """
-    target = tiny_model_dir(name, home)
-    if is_built(name, home):
-        return target
-    with _locked(target.parent, name):
-        if not is_built(name, home):  # another process may have finished while we waited
-            _build_and_install(name, target)
-    return target
-
-
-def build_tiny_zoo(home: Path | None = None, force: bool = False) -> dict[str, Path]:
-    """Build every model of :data:`TINY_MODELS` (``force`` rebuilds built ones); name -> folder."""
-    out: dict[str, Path] = {}
-    for name in TINY_MODELS:
-        if force:
-            target = tiny_model_dir(name, home)
-            with _locked(target.parent, name):
-                _build_and_install(name, target)
-            out[name] = target
-        else:
-            out[name] = ensure_tiny_model(name, home)
-    return out
-
-
-def _build_and_install(name: str, target: Path) -> None:
-    """The tiny pipeline ``name`` built and installed at ``target`` (caller holds the lock)."""
-
-    def save(folder: Path) -> None:
-        pipe = build_tiny_pipeline(name)
-        with _quiet_progress_bars():
-            pipe.save_pretrained(folder, safe_serialization=True)
-
-    install_atomically(target, name, save, _marker_payload(name))
-
-
-def install_atomically(target: Path, name: str, save: Callable[[Path], None],
-                       marker: dict) -> None:
-    """``save(folder)`` into a temporary sibling, write the marker last, then rename it into
-    place: a reader never sees a half-built model (the caller holds the lock)."""
-    root = target.parent
-    root.mkdir(parents=True, exist_ok=True)
-    # Builds only happen under the lock, so any earlier temporary sibling is a leftover of a
-    # process that died mid-build: clear it.
-    for stale in list(root.glob(f".{name}.build-*")) + list(root.glob(f".{name}.old-*")):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.build-", dir=root))
-    try:
-        save(tmp)
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-        _make_readable(tmp)
-        old = None
-        if target.exists() or target.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=root))
-            os.replace(target, old / name)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-@contextlib.contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
-    """transformers prints a 'Writing model shards' bar per text/image encoder saved: hide it."""
-    from transformers.utils import logging as tlog
-
-    was_enabled = tlog.is_progress_bar_enabled()
-    tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            tlog.enable_progress_bar()
-
-
-def _t5_encoder_kwargs(tokenizer, d_model: int, d_kv: int) -> dict:
-    """A two-layer T5/UMT5 encoder config (the two configs take the same fields)."""
-    return dict(
-        vocab_size=len(tokenizer), d_model=d_model, d_kv=d_kv, d_ff=64, num_layers=2,
-        num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32,
-        dropout_rate=0.0, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
-        use_cache=False, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
-
-
-def _make_readable(folder: Path) -> None:
-    """save_pretrained and mkdtemp create 0600/0700 entries: make the tree 0644/0755."""
-    os.chmod(folder, 0o755)
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for d in dirnames:
-            os.chmod(os.path.join(dirpath, d), 0o755)
-        for f in filenames:
-            os.chmod(os.path.join(dirpath, f), 0o644)
-
-
-# --------------------------------------------------------------------------------------------
-# Builders. Heavy imports live inside them so ``import agents.tiny`` stays cheap.
-
-
-def build_tiny_pipeline(name: str):
-    """A freshly initialised (unsaved) tiny pipeline for ``name``; deterministic for a given name."""
-    _check_name(name)
+def build_pipeline(name: str):
+    """A freshly initialised (unsaved) tiny pipeline for ``name`` (a name of
+    ``agents.tiny.zoo.TINY_MODELS``); deterministic for a given name."""
     import torch
 
     builders: dict[str, Callable] = {
@@ -219,6 +47,16 @@ def _seeded(factory: Callable):
 
     torch.manual_seed(SEED)
     return factory()
+
+
+def _t5_encoder_kwargs(tokenizer, d_model: int, d_kv: int) -> dict:
+    """A two-layer T5/UMT5 encoder config (the two configs take the same fields)."""
+    return dict(
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=d_kv, d_ff=64, num_layers=2,
+        num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32,
+        dropout_rate=0.0, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+        use_cache=False, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
 
 
 def _clip_text_encoder(tokenizer, cls_name: str, hidden: int = 32, projection: int | None = 32):
@@ -294,7 +132,7 @@ def _build_sd3():
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import T5Config, T5EncoderModel
 
-    from agents.tokenizers_offline import build_clip_tokenizer, build_t5_tokenizer
+    from agents.tiny.vocab import build_clip_tokenizer, build_t5_tokenizer
 
     tokenizer = build_clip_tokenizer()
     tokenizer_2 = build_clip_tokenizer()
@@ -393,11 +231,34 @@ def _build_svd():
     )
 
 
+def build_svd_text_tower(folder: Path) -> None:
+    """Save at ``folder`` the CLIP the tiny SVD's image encoder belongs to: its vision tower (the
+    same weights) and a text tower projecting to the same width, with a tokenizer — laid out like
+    laion/CLIP-ViT-H-14-laion2B-s32B-b79K, whose text config does not carry the projection width
+    either (agents/loading.py's load_text_tower reads it from the CLIP config)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from agents.tiny.vocab import build_clip_tokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        tokenizer = build_clip_tokenizer()
+        text = _clip_text_encoder(tokenizer, "CLIPTextModelWithProjection", hidden=32, projection=32)
+        vision = _clip_vision_encoder("CLIPVisionModelWithProjection", hidden=32, projection=32)
+        text_config = {k: v for k, v in text.config.to_dict().items() if k != "projection_dim"}
+        config = CLIPConfig(text_config=text_config, vision_config=vision.config.to_dict(), projection_dim=32)
+        clip = _seeded(lambda: CLIPModel(config).eval())
+    missing, _ = clip.load_state_dict({**text.state_dict(), **vision.state_dict()}, strict=False)
+    assert missing == ["logit_scale"], missing
+    clip.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
 def _build_wan(first_last_frame: bool):
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from agents.tokenizers_offline import build_t5_tokenizer
+    from agents.tiny.vocab import build_t5_tokenizer
 
     tokenizer = build_t5_tokenizer()
     text_dim = 32
@@ -461,7 +322,7 @@ def _build_wan(first_last_frame: bool):
 def _build_ip2p():
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
 
-    from agents.tokenizers_offline import build_clip_tokenizer
+    from agents.tiny.vocab import build_clip_tokenizer
 
     tokenizer = build_clip_tokenizer()
     text_encoder = _clip_text_encoder(tokenizer, "CLIPTextModel", hidden=32, projection=None)
