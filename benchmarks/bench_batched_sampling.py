@@ -1,4 +1,4 @@
-"""Batched candidate sampling (issue 6, P3): C candidates of one prompt from one pipeline call per
+"""Batched candidate sampling (P3): C candidates of one prompt from one pipeline call per
 agent vs one call per seed, same seeds, on the tiny profiles; the frames must be identical.
 
 Each measurement is the chain text-to-image → image-to-video for all C seeds, warm (models

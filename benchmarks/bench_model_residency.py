@@ -1,4 +1,4 @@
-"""Model residency (issue 6, P2): model loads during a second SOP run in the same worker process
+"""Model residency (P2): model loads during a second SOP run in the same worker process
 (goal 0), with the process-wide cache's budget, resident bytes and evictions.
 
 Runs the `text-to-video` Prefect flow twice in one process (the second with another prompt and

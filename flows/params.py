@@ -4,7 +4,7 @@ called from Python, a deployment or the CLI) and by the CLI, which checks its op
 the same types before any work (mora/cli_common.py) without importing Prefect.
 
 They live beside the flows, not in configs/: a store URL's grammar is storage's
-(storage/store.py) and configs/ imports nothing above itself. Validators raise ValueError so
+(storage/factory.py) and configs/ imports nothing above itself. Validators raise ValueError so
 pydantic reports them as validation errors.
 """
 
