@@ -20,6 +20,9 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from configs.errors import MoraError
+from configs.schema import Profile
+
 
 Target = Literal["text_to_image", "image_to_video"]
 
@@ -102,6 +105,17 @@ class FinetuneSpec(BaseModel):
     def joint(self) -> bool:
         """Several agents trained together (state and weights keyed per agent)."""
         return self.targets is not None
+
+    def check_profile(self, profile: Profile) -> None:
+        """Refuse, before a round samples anything, what only fine-tuning would find: SVD has no
+        text encoder, so its special-token modulation needs the CLIP text tower the profile names
+        (agents/modulation/initialisation.py)."""
+        spec = profile.image_to_video
+        if ("image_to_video" in self.trained and self.modulation == "special_token"
+                and spec.pipeline.startswith("StableVideoDiffusion") and spec.text_tower is None):
+            raise MoraError(f"profile {profile.name}: modulation 'special_token' on SVD needs the "
+                            "CLIP text tower paired with its image encoder: name it as "
+                            "image_to_video.text_tower or use modulation 'random' or 'off'")
 
     def checkpoints(self) -> list[int]:
         """The step counts a round stops at to checkpoint: every ``checkpoint_every`` and ``max_steps``."""

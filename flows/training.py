@@ -123,6 +123,7 @@ def training_round(
     cfg = configured(config, prompts, candidates, modulation, unattended,
                      loss_weighting=loss_weighting)
     prof = load_profile(cfg.profile)
+    cfg.finetune.check_profile(prof)
     opened = open_store(store)
     store_url = opened.url
     ctx = RunContext(sop="training", profile=prof.name)

@@ -289,3 +289,18 @@ def test_random_selection_control_ignores_the_judges(tmp_path):
             ReviewPolicy())
         picks.add(decision.chosen)
     assert len(picks) > 1  # not always the judges' (or any fixed) candidate
+
+
+def test_svd_special_token_without_a_text_tower_is_refused_before_sampling(tmp_path, local_store):
+    from configs import PROFILES_DIR
+    from configs.errors import MoraError
+
+    profile = yaml.safe_load((PROFILES_DIR / "tiny.yaml").read_text())
+    del profile["image_to_video"]["text_tower"]
+    profile["name"] = "tiny-no-tower"
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile))
+    config = write_config(tmp_path, profile=str(tmp_path / "profile.yaml"))
+    with pytest.raises(MoraError, match=r"^profile tiny-no-tower: modulation 'special_token' on "
+                                        r"SVD needs the CLIP text tower .*image_to_video\.text_tower"):
+        training_round(round_id="no-tower-r1", config=config, store=local_store)
+    assert open_store(local_store).list("") == []  # nothing sampled, nothing written
