@@ -49,9 +49,13 @@ def events_follow(api_url: str | None) -> None:
     global _events_url
     if api_url == _events_url:
         return
+    from concurrent.futures import ThreadPoolExecutor
+
     from prefect.events.worker import EventsWorker
 
-    EventsWorker.drain_all(timeout=10, at_exit=False)
+    # From a thread without an event loop, drain_all waits (in one it returns a coroutine).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(EventsWorker.drain_all, timeout=10, at_exit=False).result()
     _events_url = api_url
 
 
