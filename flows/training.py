@@ -146,7 +146,7 @@ def training_round(
     lap("judging")
 
     # 5. Decisions: agreement accepts; disagreement goes to a human (or the unattended rule).
-    decisions = [decide(cfg, store_url, ctx, cset, vote, review) for cset, vote in zip(csets, votes)]
+    decisions = [decide(cfg, store_url, cset, vote, review) for cset, vote in zip(csets, votes)]
     dataset_key = write_dataset(store_url, ctx, round_id, csets, votes, decisions)
     lap("decisions")
 

@@ -123,7 +123,7 @@ def judge_candidates(cfg: TrainingConfig, store_url: str, cset: CandidateSet,
 
 
 @task(name="decide", **CACHED)
-def decide(cfg: TrainingConfig, store_url: str, ctx: RunContext, cset: CandidateSet, vote: Vote,
+def decide(cfg: TrainingConfig, store_url: str, cset: CandidateSet, vote: Vote,
            policy: ReviewPolicy) -> Decision:
     """Judges agree: accept. They differ: a human picks or rejects (paper A.6), or, unattended,
     the configured rule. Cached, so a resumed round does not ask again. With ``selection:

@@ -349,7 +349,7 @@ def _split_vote_flow():
                          "scores": [0.4, 0.9, 0.1]},
                         {"judge": "judge-b", "raw": "1 > 3 > 2", "ranking": [0, 2, 1]}])
         policy = ReviewPolicy(mode="ask", poll_interval_s=1, timeout_s=600)
-        return decide(load_training_config("tiny"), store_url, ctx, cset, vote, policy)
+        return decide(load_training_config("tiny"), store_url, cset, vote, policy)
 
     return pick
 

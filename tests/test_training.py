@@ -267,9 +267,8 @@ def test_scheduled_round_continues_from_the_newest_round(tmp_path, local_store):
 
 def test_random_selection_control_ignores_the_judges(tmp_path):
     """benchmarks/bench_learning.py's control arm: a seeded random candidate, whatever the vote."""
-    from tasks.candidates import decide
-    from tasks.artifacts import RunContext, VideoArtifact
-    from tasks.candidates import Candidate, CandidateSet, Vote
+    from tasks.artifacts import VideoArtifact
+    from tasks.candidates import Candidate, CandidateSet, Vote, decide
 
     from configs import load_training_config
 
@@ -282,11 +281,9 @@ def test_random_selection_control_ignores_the_judges(tmp_path):
             Candidate(index=i, seed=s, first_frame_key="f.png", video=video)
             for i, s in enumerate(seeds)])
         vote = Vote(criterion_id=1, criterion="c", judgements=[], agreed=0)
-        decision = decide.fn(cfg, "store", RunContext(sop="training", profile="tiny-wan"), cset,
-                             vote, ReviewPolicy())
+        decision = decide.fn(cfg, "store", cset, vote, ReviewPolicy())
         assert decision.outcome == "random" and decision == decide.fn(
-            cfg, "store", RunContext(sop="training", profile="tiny-wan"), cset, vote,
-            ReviewPolicy())
+            cfg, "store", cset, vote, ReviewPolicy())
         picks.add(decision.chosen)
     assert len(picks) > 1  # not always the judges' (or any fixed) candidate
 
