@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from configs import load_profile
 from configs.schema import Profile
-from flows.stages import animate, review_loop
+from flows.stages import review_loop
 from storage import open_store
 from tasks.artifacts import RunContext, VideoArtifact
 from tasks.generate import connect, enhance_prompt, image_to_image

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import SopResult, animate, ingest_inputs, open_run, publish, reviewed_edit
+from flows.common import SopResult, ingest_inputs, open_run, publish, reviewed_edit
 from flows.params import ProfileRef, Prompt, Seed, Source, StoreUrl, WeightsRef
+from flows.stages import animate
 from tasks.generate import first_frame
 from tasks.review import ReviewPolicy
 

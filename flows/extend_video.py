@@ -14,8 +14,9 @@ from pydantic import Field
 
 from prefect import flow, get_run_logger
 
-from flows.common import SopResult, animate, ingest_inputs, open_run, publish
+from flows.common import SopResult, ingest_inputs, open_run, publish
 from flows.params import ProfileRef, Prompt, Seed, Segments, Source, StoreUrl, WeightsRef
+from flows.stages import animate
 from configs.errors import MoraError
 from tasks.artifacts import VideoArtifact
 from tasks.generate import last_frame, seam_drift, splice
