@@ -34,7 +34,8 @@ def pytest_sessionfinish(session, exitstatus):
     each is reported, then ended."""
     from tests.prefect_server import processes_with_env, stop_leftovers
 
-    leftovers = stop_leftovers(processes_with_env(str(_SESSION_DIR)))
+    leftovers = stop_leftovers([pid for pid in processes_with_env(str(_SESSION_DIR))
+                                if not _ends_with_this_process(pid)])
     if leftovers:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
@@ -44,6 +45,20 @@ def pytest_sessionfinish(session, exitstatus):
             for line in leftovers:
                 reporter.write_line(f"  {line}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _ends_with_this_process(pid: int) -> bool:
+    """Python's multiprocessing resource tracker started by this (pytest) process: it reads a pipe
+    from its parent and exits when the parent does (multiprocessing/resource_tracker.py), so it
+    cannot outlive the suite."""
+    from pathlib import Path
+
+    try:
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError, ValueError):
+        return False
+    return ppid == os.getpid() and b"multiprocessing.resource_tracker" in cmdline
 
 
 @pytest.fixture(scope="session")
