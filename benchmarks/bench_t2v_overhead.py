@@ -103,15 +103,17 @@ def main() -> None:
     direct_t2v(prompt, args.segments, store_url, 10_000, {})          # warm-up: loads models
     text_to_video(prompt=prompt, segments=args.segments, store=store_url, seed=20_000)
 
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import temporary_settings
+
+    from mora.cli_common import local_run_settings
 
     direct, flow, flow_heartbeat = [], [], []
     for rep in range(args.reps):
         start = time.perf_counter()
         direct_t2v(prompt, args.segments, store_url, rep, stage_times)
         direct.append(time.perf_counter() - start)
-        # As `mora` runs it without a Prefect server: no flow heartbeats.
-        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        # As `mora` runs it without a Prefect server: no flow heartbeats, no CSRF token request.
+        with temporary_settings(local_run_settings()):
             start = time.perf_counter()
             text_to_video(prompt=prompt, segments=args.segments, store=store_url, seed=100 + rep)
             flow.append(time.perf_counter() - start)
@@ -121,7 +123,7 @@ def main() -> None:
 
     if calls is not None:
         calls.clear()
-        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with temporary_settings(local_run_settings()):
             text_to_video(prompt=prompt, segments=args.segments, store=store_url, seed=900)
         print(f"\nAPI calls in one warm flow run: {sum(calls.values())}")
         for name, count in calls.most_common():

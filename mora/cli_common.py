@@ -181,12 +181,27 @@ def local_run(start):
     start_temporary_server()  # dies with this process, however it dies
 
     def run():
-        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+        from prefect.settings import temporary_settings
 
-        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with temporary_settings(local_run_settings()):
             return start()
 
     return run
+
+
+def local_run_settings() -> dict:
+    """The client settings of a flow run against the temporary server (benchmarks/
+    bench_t2v_overhead.py times flows with these too): no flow heartbeats (see ``local_run``),
+    and no CSRF token request when the server does not check CSRF tokens (Prefect's default),
+    where each flow run's new client would spend a round trip on a 422."""
+    from prefect.settings import (PREFECT_CLIENT_CSRF_SUPPORT_ENABLED,
+                                  PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+                                  PREFECT_SERVER_CSRF_PROTECTION_ENABLED)
+
+    settings = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    if not PREFECT_SERVER_CSRF_PROTECTION_ENABLED.value():
+        settings[PREFECT_CLIENT_CSRF_SUPPORT_ENABLED] = False
+    return settings
 
 
 def run_flow(start, what: str, policy):

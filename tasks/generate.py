@@ -38,10 +38,13 @@ def _transient(task, task_run, state) -> bool:
 
 
 CACHED = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
-# Only GPU work is tagged: Prefect takes tag concurrency slots for every tagged task run (an API
-# round trip each, limit or not), which is worth paying only where a limit guards a device.
-ON_GPU = dict(CACHED, tags=["mora", "gpu"], retries=1, retry_delay_seconds=10,
-              retry_condition_fn=_transient)
+# No task carries Prefect tags. For every tagged task run Prefect takes tag concurrency slots;
+# with no limit on the tags the client remembers "no limit" for 5 s only
+# (prefect/concurrency/services.py `_no_limits_cache`), and the refresh is a write transaction
+# that the local SQLite server answers with 503 when its database is busy; the client then
+# retries after 2 s. Measured: one warm text-to-video run in three stalled 1.8-2.3 s
+# (benchmarks/README.md, P1). A GPU is guarded by MORA_GPU_LIMIT instead (`on_gpu` below).
+ON_GPU = dict(CACHED, retries=1, retry_delay_seconds=10, retry_condition_fn=_transient)
 
 
 def on_gpu(fn):

@@ -42,6 +42,29 @@ def test_gpu_tasks_need_their_concurrency_limit(tmp_path, monkeypatch):
             client.delete_global_concurrency_limit_by_name(name)
 
 
+def test_no_task_takes_tag_concurrency_slots():
+    """A tagged task run makes Prefect take tag concurrency slots, and the local SQLite server
+    answers that write with 503 when busy, which the client retries after 2 s
+    (benchmarks/bench_tag_stall.py): the GPU guard is MORA_GPU_LIMIT, never a tag."""
+    import importlib
+    import pkgutil
+
+    from prefect import Task
+
+    import tasks
+
+    found = []
+    for info in pkgutil.iter_modules(tasks.__path__):
+        module = importlib.import_module(f"tasks.{info.name}")
+        for value in vars(module).values():
+            task = getattr(value, "task", value)  # tasks.generate.GpuTask wraps a task
+            if isinstance(task, Task):
+                found.append(task)
+                assert not task.tags, (task.name, task.tags)
+    assert {"text-to-image", "image-to-video", "sample-candidates", "finetune-chunk"} <= {
+        t.name for t in found}
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(420)
 def test_round_sampling_fans_out_over_two_gpu_workers(real_server, tiny_zoo, tmp_path):
