@@ -1,6 +1,7 @@
 """Resident models for deployed runs: the SOP flows run on a process worker as before, while their
 GPU tasks go to a long-lived `mora worker` (MORA_GPU_TASKS=task-workers) that loads each model
-once for every run; a replacement worker takes over when one is killed."""
+once for every run; a replacement worker takes over when one is killed, between runs or in
+the middle of a task."""
 
 from __future__ import annotations
 
@@ -27,15 +28,16 @@ def _start_task_worker(server, name: str):
     return proc
 
 
-def _made_by(store: str, flow_run_id: str) -> list[tuple[str, int]]:
-    """(pid, models loaded in that process) of every model-made artifact of one run."""
+def _made_by(store: str, flow_run_id: str | None) -> list[tuple[str, int]]:
+    """(pid, models loaded in that process) of every model-made artifact of one run (of every
+    run with ``None``)."""
     opened = open_store(store)
     rows = []
     for key in opened.list(""):
         if key.endswith(".prov.json"):
             continue
         prov = opened.read_provenance(key)
-        if prov.flow_run_id == flow_run_id and "worker" in prov.params:
+        if flow_run_id in (None, prov.flow_run_id) and "worker" in prov.params:
             rows.append((prov.params["worker"]["pid"], prov.params["worker"]["model_loads"]))
     return rows
 
@@ -80,4 +82,44 @@ def test_deployed_runs_reuse_a_task_workers_models(real_server, tiny_zoo, tmp_pa
     made = run(4)
     assert {pid for pid, _ in made} == {str(second.pid)}
     assert flow_worker.alive(), flow_worker.tail()
+    assert server.stop() == []
+
+
+@pytest.mark.timeout(600)
+def test_a_task_whose_worker_dies_mid_task_is_handed_to_another(real_server, tiny_zoo,
+                                                                 tmp_path):
+    """SIGKILL the `mora worker` while it runs a clip: after MORA_GPU_TASK_TIMEOUT_S the flow
+    hands the task out again (tasks/generate.py GpuTask), a new worker makes it, the run ends."""
+    import yaml
+
+    from configs import PROFILES_DIR
+
+    profile = yaml.safe_load((PROFILES_DIR / "tiny.yaml").read_text())
+    profile["image_to_video"]["steps"] = 40  # long enough to be killed in the middle of it
+    slow = tmp_path / "tiny-slow.yaml"
+    slow.write_text(yaml.safe_dump(profile))
+    store = str(tmp_path / "store")
+
+    server = real_server.start(timeout=120)
+    first = _start_task_worker(server, "mora-worker-a")
+    run = server.start_process("mora-t2v", [
+        sys.executable, "-m", "mora.cli", "t2v", "a koi pond", "--profile", str(slow),
+        "--store", store, "--seed", "5"],
+        extra_env={"MORA_GPU_TASKS": "task-workers", "MORA_GPU_TASK_TIMEOUT_S": "45"})
+    deadline = time.monotonic() + 240
+    while not any("Received task run" in line and "image-to-video" in line
+                  for line in first.tail(400).splitlines()):
+        assert time.monotonic() < deadline and run.alive(), f"{first.tail()}\n{run.tail()}"
+        time.sleep(0.2)
+    time.sleep(2)  # inside the clip: loading the video model, then 40 steps
+    os.killpg(first.pid, signal.SIGKILL)
+    first.popen.wait(10)
+    second = _start_task_worker(server, "mora-worker-b")
+
+    assert run.popen.wait(300) == 0, run.tail()
+    made = _made_by(store, None)
+    pids = sorted({pid for pid, _ in made})
+    assert pids == sorted({str(first.pid), str(second.pid)}), (made, first.pid, second.pid)
+    # The clip and its mp4 are the new worker's; the first frame, made before the kill, is not.
+    assert sum(pid == str(second.pid) for pid, _ in made) == 2, made
     assert server.stop() == []
