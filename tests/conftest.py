@@ -51,14 +51,11 @@ def _ends_with_this_process(pid: int) -> bool:
     """Python's multiprocessing resource tracker started by this (pytest) process: it reads a pipe
     from its parent and exits when the parent does (multiprocessing/resource_tracker.py), so it
     cannot outlive the suite."""
-    from pathlib import Path
+    from tests.prefect_server import cmdline, proc_stat
 
-    try:
-        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, IndexError, ValueError):
-        return False
-    return ppid == os.getpid() and b"multiprocessing.resource_tracker" in cmdline
+    fields = proc_stat(pid)
+    return (len(fields) > 1 and fields[1] == str(os.getpid())
+            and "multiprocessing.resource_tracker" in cmdline(pid))
 
 
 @pytest.fixture(scope="session")

@@ -259,12 +259,21 @@ def stop_leftovers(pids: list[int], timeout: float = 15.0) -> list[str]:
     """End each of ``pids`` (SIGTERM, then SIGKILL); one line per process, naming it."""
     problems = []
     for pid in pids:
-        problems.append(f"leftover process {pid}: {_cmdline(pid)}")
+        problems.append(f"leftover process {pid}: {cmdline(pid)}")
         _terminate_pid(pid, timeout)
     return problems
 
 
-def _cmdline(pid: int) -> str:
+def proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, …); [] if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def cmdline(pid: int) -> str:
+    """The command line of ``pid``, arguments joined by spaces ("?" if gone)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
             errors="replace").strip()
@@ -279,21 +288,19 @@ def processes_with_env(needle: str) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         try:
-            if raw in (entry / "environ").read_bytes():
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":  # a zombie is gone, only not yet reaped by its parent
-                    found.append(int(entry.name))
-        except (OSError, IndexError):
+            if raw not in (entry / "environ").read_bytes():
+                continue
+        except OSError:
             continue
+        if _pid_alive(int(entry.name)):
+            found.append(int(entry.name))
     return found
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    """Running: a zombie is gone, only not yet reaped by its parent."""
+    fields = proc_stat(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def _terminate_pid(pid: int, timeout: float) -> None:

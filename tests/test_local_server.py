@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.prefect_server import _cmdline, free_port, processes_with_env, stop_leftovers
+from tests.prefect_server import cmdline, free_port, processes_with_env, stop_leftovers
 
 MORA = [sys.executable, "-m", "mora.cli"]
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ def test_sigkilled_t2v_leaves_no_temporary_server(tmp_path, tiny_zoo):
                             start_new_session=True)
     try:
         def server():
-            return [p for p in processes_with_env(mark) if "uvicorn" in _cmdline(p)]
+            return [p for p in processes_with_env(mark) if "uvicorn" in cmdline(p)]
 
         _wait(server, 180, "the temporary server to start")
         # Mid-run: once the flow has written its first artifact (or a few seconds on).
@@ -141,7 +141,7 @@ def test_server_start_status_stop_serves_every_command(tmp_path, tiny_zoo):
         # A plain `mora t2v`: no PREFECT_API_URL, no temporary server, its run on the server.
         res = _mora(client_env, "t2v", "a fox", "--store", store, timeout=300)
         assert res.returncode == 0, res.stderr
-        assert not [p for p in processes_with_env(str(tmp_path)) if "uvicorn" in _cmdline(p)]
+        assert not [p for p in processes_with_env(str(tmp_path)) if "uvicorn" in cmdline(p)]
         runs = _runs(api, secret)
         assert [r["name"] for r in runs if r["state_type"] == "COMPLETED"]
 
