@@ -69,6 +69,21 @@ def prefect_server():
             yield
 
 
+@pytest.fixture
+def session_server_env(prefect_server) -> dict:
+    """The environment for a subprocess whose flows run on this session's Prefect server.
+
+    Without PREFECT_API_URL every such process starts a temporary server of its own, ~7 s of
+    CPU each (the suite's biggest avoidable cost on 2 cores). Tests whose subject is the
+    temporary server (tests/test_local_server.py, the quick start in tests/test_cli.py, the
+    credential search in tests/test_security.py) keep it."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "200"}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
 @pytest.fixture(scope="session")
 def tiny_zoo():
     from agents.tiny import build_tiny_zoo

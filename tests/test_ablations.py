@@ -77,10 +77,10 @@ def test_variants_are_validated():
 
 
 @pytest.mark.integration
-def test_ablate_prints_table5(tmp_path, tiny_zoo):
+def test_ablate_prints_table5(tmp_path, tiny_zoo, session_server_env):
     config = write_config(tmp_path, prompts=1, held_out_prompts=["a koi pond at dawn"])
     result = run("ablate", "--variants", "full,no-modulation", "--config", config,
-                 "--store", str(tmp_path / "store"), cwd=tmp_path)
+                 "--store", str(tmp_path / "store"), cwd=tmp_path, env=session_server_env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "### Mora, Table 5 (ablation, text-to-video)" in result.stdout
     assert "| Mora w/o Self-modulated [no-modulation] | this evaluation |" in result.stdout

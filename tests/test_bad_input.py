@@ -11,10 +11,7 @@ starts: ``Flow.validate_parameters`` is that step; a few cases also call the flo
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import sys
 import uuid
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import numpy as np
 import pytest
 
 from storage import media
+from tests.mora_cli import run_cli
 from tests.test_cli_sops import write_inputs
 
 ZERO_RUN = "00000000-0000-0000-0000-000000000000"
@@ -97,32 +95,6 @@ def mora_home() -> Path:
     from configs.settings import mora_home as home
 
     return home()
-
-
-def run_cli(argv: list[str], session_server: bool = False) -> tuple[int, str, str]:
-    """``mora ARGV`` in this process: (exit code, stdout, stderr). An exception that escapes
-    ``main`` (a traceback for the user) fails the test with that exception. With
-    ``session_server``, flows run on the session's Prefect server (no temporary one)."""
-    from mora import cli
-
-    # Not capsys: a log handler made during the call would keep capsys's stream, closed after
-    # the test, and fail every later log line.
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    stdout, stderr = io.StringIO(), io.StringIO()
-    saved = sys.argv
-    sys.argv = ["mora", *argv]
-    try:
-        # as in a user's shell without a Prefect server, whatever server earlier tests started
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
-                temporary_settings({} if session_server else {PREFECT_API_URL: None}):
-            cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = saved
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 def assert_refused(argv: list[str], message: str, watched: list[Path]) -> None:

@@ -34,6 +34,9 @@ UI_TIMEOUT_MS = 60_000  # the UI's first load takes several seconds on 2 busy co
 
 pytestmark = [
     pytest.mark.integration,
+    # One UI server and one browser for the module (module-scoped fixtures): under pytest-xdist
+    # its tests run on one worker (`--dist loadgroup`, pyproject.toml).
+    pytest.mark.xdist_group("browser-ui"),
     pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
                        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run "
                               "does)"),

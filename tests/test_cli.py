@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.mora_cli import run_cli
+
 MORA = [sys.executable, "-m", "mora.cli"]
 
 
-def run(*args, cwd=None, timeout=600):
+def run(*args, cwd=None, timeout=600, env=None):
+    """``mora ARGS`` as a subprocess; ``env`` (e.g. the ``session_server_env`` fixture) replaces
+    the test process's environment."""
     return subprocess.run([*MORA, *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+                          timeout=timeout, env=env or {**os.environ, "COLUMNS": "200"})
 
 
 def test_help_is_fast_and_lists_commands():
@@ -56,20 +60,24 @@ def test_help_is_fast_and_lists_commands():
      "error: candidate numbers start at 1"),
     (["nonsense"], "error: No such command 'nonsense'"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, args, message):
+    """In this process (tests/mora_cli.py): the same exit code and stderr as the command's, and
+    an exception escaping ``main`` fails the test. The process boundary is covered below."""
     store = tmp_path / "store"
     if args[:1] in (["t2v"], ["train"]) and len(args) > 1 and "--store" not in args:
         args = [*args, "--store", str(store)]
-    result = run(*args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
-    assert "Traceback" not in result.stderr
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = run_cli(args)
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), stderr
+    assert "Traceback" not in stderr
     assert not store.exists() and not (tmp_path / "mora-store").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_out_path_that_is_a_file_parent(tmp_path):
+    """Bad input as a user meets it: a process that exits 2 with one line on stderr."""
     (tmp_path / "afile").write_text("x")
     result = run("t2v", "a cat", "--out", str(tmp_path / "afile" / "v.mp4"), "--store",
                  str(tmp_path / "store"))
@@ -104,7 +112,7 @@ def test_models_list_and_build_tiny(tiny_zoo):
 
 
 @pytest.mark.integration
-def test_train_runs_a_round_and_names_its_outputs(tmp_path, tiny_zoo):
+def test_train_runs_a_round_and_names_its_outputs(tmp_path, tiny_zoo, session_server_env):
     import yaml
 
     from tests.test_training import SMALL
@@ -112,7 +120,7 @@ def test_train_runs_a_round_and_names_its_outputs(tmp_path, tiny_zoo):
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump({**SMALL, "prompts": 1}))
     result = run("train", "--rounds", "1", "--config", str(config), "--candidates", "2",
-                 "--store", str(tmp_path / "store"), cwd=tmp_path)
+                 "--store", str(tmp_path / "store"), cwd=tmp_path, env=session_server_env)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("train-r1: accepted 1/1, agreement ")

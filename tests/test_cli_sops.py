@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from storage import media
+from tests.mora_cli import run_cli
 from tests.test_cli import run
 
 BAD_INPUT = [
@@ -78,25 +79,27 @@ def write_inputs(folder):
 
 
 @pytest.mark.parametrize("args, message", BAD_INPUT)
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, args, message):
+    """In this process (tests/mora_cli.py), as tests/test_cli.py's table is."""
     names = write_inputs(tmp_path)
-    result = run(*args, "--store", str(tmp_path / "store"), cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
-    assert "Traceback" not in result.stderr
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = run_cli([*args, "--store", str(tmp_path / "store")])
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), stderr
+    assert "Traceback" not in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == names  # no store, no mora-store
 
 
 @pytest.mark.integration
-def test_connect_writes_playable_mp4_and_names_it(tmp_path, tiny_zoo):
+def test_connect_writes_playable_mp4_and_names_it(tmp_path, tiny_zoo, session_server_env):
     ramp = np.arange(64) * 4
     for name, shift in (("a.mp4", 0), ("b.mp4", 96)):
         frames = np.broadcast_to((ramp[None, None, :, None] + shift) % 256, (9, 64, 64, 3))
         (tmp_path / name).write_bytes(media.encode_mp4(frames.astype(np.uint8), 8.0))
     out = tmp_path / "c.mp4"
     result = run("connect", "a.mp4", "b.mp4", "--out", str(out), "--store",
-                 str(tmp_path / "store"), cwd=tmp_path)
+                 str(tmp_path / "store"), cwd=tmp_path, env=session_server_env)
     assert result.returncode == 0, result.stderr[-2000:]
     import imageio.v3 as iio
 

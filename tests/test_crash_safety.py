@@ -53,22 +53,22 @@ def _files(store_url: str):
 
 
 def kill_repeatedly(script: str, store_url: str, reference_objects: int, kills: int,
-                    seed: int) -> tuple[list[int], list[bool]]:
+                    seed: int, env: dict) -> tuple[list[int], list[bool]]:
     """Run ``script`` ``kills`` times, each killed after a (seeded) random number of the
     objects an uninterrupted run writes; then nothing torn may be visible."""
     rng = random.Random(seed)
     points = sorted(rng.sample(range(1, reference_objects), kills))
-    landed = [kill_at(script, store_url, k, rng.uniform(0, 0.3)) for k in points]
+    landed = [kill_at(script, store_url, k, rng.uniform(0, 0.3), env) for k in points]
     assert any(landed), "every run finished before its kill point"
     assert_all_whole(store_url)
     return points, landed
 
 
-def kill_at(script: str, store_url: str, after_objects: int, delay: float) -> bool:
-    """Start ``script``; SIGKILL it once the store holds ``after_objects`` objects (+ delay).
-    False if it finished first."""
+def kill_at(script: str, store_url: str, after_objects: int, delay: float, env: dict) -> bool:
+    """Start ``script`` (its flows on the session's server: ``env``); SIGKILL it once the store
+    holds ``after_objects`` objects (+ delay). False if it finished first."""
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
         if os.path.isdir(store_url) and len(objects(store_url)) >= after_objects:
@@ -82,7 +82,8 @@ def kill_at(script: str, store_url: str, after_objects: int, delay: float) -> bo
     return not finished
 
 
-def test_round_killed_at_random_points_ends_like_an_uninterrupted_round(tmp_path):
+def test_round_killed_at_random_points_ends_like_an_uninterrupted_round(tmp_path,
+                                                                        session_server_env):
     from agents.finetune import state_from_bytes, weights_from_bytes
     from flows.training import training_round
     from tasks.training import read_dataset
@@ -95,7 +96,8 @@ def test_round_killed_at_random_points_ends_like_an_uninterrupted_round(tmp_path
     script = ("from flows.training import training_round; "
               f"training_round(round_id='crash-r1', config={config!r}, store={store_url!r}, "
               "seed=9)")
-    points, killed = kill_repeatedly(script, store_url, total, ROUND_KILLS, seed=7)
+    points, killed = kill_repeatedly(script, store_url, total, ROUND_KILLS, seed=7,
+                                     env=session_server_env)
 
     resumed = training_round(round_id="crash-r1", config=config, store=store_url, seed=9)
     assert_all_whole(store_url)
@@ -121,7 +123,8 @@ def test_round_killed_at_random_points_ends_like_an_uninterrupted_round(tmp_path
           f"{len(objects(store_url))} objects in all")
 
 
-def test_text_to_video_killed_at_random_points_ends_like_an_uninterrupted_run(tmp_path):
+def test_text_to_video_killed_at_random_points_ends_like_an_uninterrupted_run(
+        tmp_path, session_server_env):
     from flows.text_to_video import text_to_video
     from tasks.artifacts import load_frames
 
@@ -132,7 +135,8 @@ def test_text_to_video_killed_at_random_points_ends_like_an_uninterrupted_run(tm
     script = ("from flows.text_to_video import text_to_video; "
               f"text_to_video(prompt='a paper boat on a puddle', segments=2, store={store_url!r}, "
               "seed=4)")
-    points, killed = kill_repeatedly(script, store_url, total, FLOW_KILLS, seed=11)
+    points, killed = kill_repeatedly(script, store_url, total, FLOW_KILLS, seed=11,
+                                     env=session_server_env)
 
     resumed = text_to_video(prompt="a paper boat on a puddle", segments=2, store=store_url,
                             seed=4)

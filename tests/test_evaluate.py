@@ -19,6 +19,7 @@ from metrics.paper_tables import TABLE1, TABLE2, TABLE5, paper_markdown
 from storage import open_store
 from tasks.evaluate import vbench_name
 from storage.media import encode_mp4
+from tests.mora_cli import run_cli
 
 KINDS = {"vbench", "proxy", "n/a"}
 MORA = [sys.executable, "-m", "mora.cli"]
@@ -229,14 +230,15 @@ def test_reference_and_neighbours_give_tcon_and_tmean(videos, local_store, tmp_p
 
 # --------------------------------------------------------------------------- the command
 
-def _run(*args, cwd):
+def _run(*args, cwd, env=None):
     return subprocess.run([*MORA, *args], capture_output=True, text=True, cwd=cwd, timeout=300,
-                          env={**os.environ, "COLUMNS": "200"})
+                          env=env or {**os.environ, "COLUMNS": "200"})
 
 
 @pytest.mark.parametrize("case", ["missing", "garbage", "format", "task", "folder",
                                   "before-only", "reference-missing"])
-def test_eval_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, videos, case):
+def test_eval_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, videos,
+                                                               case):
     (tmp_path / "bad.mp4").write_bytes(b"not a video at all" * 8)
     (tmp_path / "dir.mp4").mkdir()
     args, message = {
@@ -249,18 +251,19 @@ def test_eval_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, videos, 
         "reference-missing": ([videos[0], "--reference", "gone.mp4"],
                               "error: reference 'gone.mp4' does not exist"),
     }[case]
-    result = _run("eval", *args, "--store", str(tmp_path / "store"), cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
-    assert result.stdout == ""
+    monkeypatch.chdir(tmp_path)  # in this process (tests/mora_cli.py), as the other tables are
+    code, stdout, stderr = run_cli(["eval", *args, "--store", str(tmp_path / "store")])
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), stderr
+    assert stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4", "dir.mp4"]
 
 
 @pytest.mark.integration
-def test_eval_json_is_the_spec_records_on_stdout(tmp_path, videos):
+def test_eval_json_is_the_spec_records_on_stdout(tmp_path, videos, session_server_env):
     result = _run("eval", videos[0], "--format", "json", "--prompt", "a box",
-                  "--store", str(tmp_path / "store"), cwd=tmp_path)
+                  "--store", str(tmp_path / "store"), cwd=tmp_path, env=session_server_env)
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)
     _check_records(records, [videos[0]])

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from storage import open_store
+from tests.prefect_server import processes_with_env
 
 
 def _wait_for(client, run_id, done, what: str, worker, timeout: float = 180):
@@ -45,7 +46,12 @@ def test_cancelled_paused_run_ends_cancelled(real_server, tiny_zoo, tmp_path):
                                   force=True)
         final = _wait_for(client, run.id, lambda s: s.is_final(), "final", worker)
         assert final.state.is_cancelled(), final.state
-        time.sleep(2)  # a resumed process would go on to animate the frame
+        # Wait until the run's own process is gone (the worker starts it with the run's id in
+        # its environment): from then on nothing can resume it or animate the frame.
+        deadline = time.monotonic() + 60
+        while processes_with_env(f"PREFECT__FLOW_RUN_ID={run.id}"):
+            assert time.monotonic() < deadline, "the cancelled run's process is still running"
+            time.sleep(0.2)
         assert client.read_flow_run(run.id).state.is_cancelled()
     assert not open_store(str(store)).list("video/")  # no stage after the pause ran
     assert open_store(str(store)).list("image/") == frames_before

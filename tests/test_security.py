@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from configs.errors import MoraError
-from tests.test_bad_input import run_cli, tree
+from tests.mora_cli import run_cli
+from tests.test_bad_input import tree
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIRS = ("agents", "configs", "tasks", "flows", "storage", "mora", "metrics")

@@ -14,7 +14,7 @@ from flows.training import training_round
 from configs.errors import MoraError
 from storage import open_store
 from tasks.artifacts import load_frames
-from tests.test_bad_input import run_cli
+from tests.mora_cli import run_cli
 from tests.test_training import write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "tiny_zoo")
