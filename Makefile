@@ -25,11 +25,17 @@ demo: setup
 	mkdir -p out
 	HF_HUB_OFFLINE=1 $(BIN)/mora t2v "$(PROMPT)" --segments 2 --out out/t2v-demo.mp4
 
+# Three pytest-xdist workers on 2 cores: the integration tests wait on servers and subprocesses
+# much of the time (benchmarks/README.md, "The test suite"); tests that share a module-scoped
+# server carry an xdist_group mark. WORKERS=0 runs the suite serially.
+WORKERS ?= 3
+PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration"
+	$(PYTEST) -m "not integration"
 
 bench: setup
 	$(BIN)/python benchmarks/bench_t2v_overhead.py
