@@ -27,14 +27,6 @@ os.environ.pop("MORA_STORE", None)
 from tests.s3server import s3_server, s3_store_url  # noqa: E402,F401  (re-exported fixtures)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests marked integration (servers, workers, subprocesses: the long ones) run first, each
-    group in its files' order. Under pytest-xdist (`make test`) the workers then start on the
-    long tests and end on short ones that fill the gaps, instead of one worker finishing a
-    minute-long test while the others wait; run serially the order does not matter."""
-    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
-
-
 def pytest_sessionfinish(session, exitstatus):
     """The suite fails if any process it started outlives it (after the session fixtures, the
     Prefect test server included, were torn down). Every process the tests start inherits this

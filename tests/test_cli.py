@@ -1,4 +1,6 @@
-"""The `mora` command as a user runs it: a subprocess, its output, its exit code, its files."""
+"""The `mora` command as a user runs it: a subprocess, its output, its exit code, its files. The
+bad-input table runs in this process (tests/mora_cli.py): the same exit code and stderr, without
+a Python start per row."""
 
 import os
 import subprocess

@@ -91,6 +91,14 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, 
     assert sorted(p.name for p in tmp_path.iterdir()) == names  # no store, no mora-store
 
 
+def test_bad_input_as_a_process_exits_2_with_one_line(tmp_path):
+    """The table above runs in-process; here one case as a user meets it: a process."""
+    result = run("i2v", "missing.png", "--store", str(tmp_path / "store"), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: image 'missing.png' does not exist", result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.integration
 def test_connect_writes_playable_mp4_and_names_it(tmp_path, tiny_zoo, session_server_env):
     ramp = np.arange(64) * 4

@@ -260,6 +260,14 @@ def test_eval_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4", "dir.mp4"]
 
 
+def test_eval_bad_input_as_a_process_exits_2_with_one_line(tmp_path):
+    """The table above runs in-process; here one case as a user meets it: a process."""
+    result = _run("eval", "nope.mp4", "--store", str(tmp_path / "store"), cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == ["error: video 'nope.mp4' does not exist"]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.integration
 def test_eval_json_is_the_spec_records_on_stdout(tmp_path, videos, session_server_env):
     result = _run("eval", videos[0], "--format", "json", "--prompt", "a box",
