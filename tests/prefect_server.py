@@ -286,8 +286,11 @@ def _keep_migrated_database(source: Path) -> None:
 
     if _MIGRATED_DB is not None or not source.exists():
         return
+    import atexit
+
     fd, path = tempfile.mkstemp(prefix="prefect-migrated-", suffix=".db")
     os.close(fd)
+    atexit.register(lambda: Path(path).unlink(missing_ok=True))
     with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, \
             sqlite3.connect(path) as dst:
         src.backup(dst)
