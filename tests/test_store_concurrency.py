@@ -172,16 +172,14 @@ print("RESULT " + json.dumps({"dataset_key": result.dataset_key, "report_key": r
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("prefect_server", "tiny_zoo")
-def test_two_rounds_at_once_keep_both_datasets_and_reports(tmp_path, local_store):
-    from prefect.settings import PREFECT_API_URL
-
+def test_two_rounds_at_once_keep_both_datasets_and_reports(tmp_path, local_store,
+                                                           session_server_env):
     from tasks.training import read_dataset
     from tests.test_training import write_config
 
     config = write_config(tmp_path, prompts=1)
     # Both runs report to the session's Prefect server, as two runs of one deployment would.
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    env.pop("PYTEST_CURRENT_TEST", None)
+    env = session_server_env
     rounds = ("conc-a", "conc-b")
     logs = {r: open(tmp_path / f"{r}.log", "w+") for r in rounds}
     procs = {r: subprocess.Popen([sys.executable, "-c", ROUND_SCRIPT, r, config, local_store],
