@@ -138,9 +138,14 @@ def load_pipeline(spec: PipelineSpec, runtime: Runtime, cache: ModelCache = MODE
 
 def model_key(spec: PipelineSpec, weights: str, runtime: Runtime) -> tuple:
     """What makes two loads of a model the same. The placement options are part of it: they
-    change the shared modules (hooks, VAE tiling, attention processors)."""
-    return ("pipelines", weights, spec.revision, spec.variant, runtime.device, runtime.dtype,
-            spec.offload, spec.vae_slicing, spec.vae_tiling, spec.attention_slicing, spec.without)
+    change the shared modules (hooks, VAE tiling, attention processors); so is the weights'
+    identity (agents/identity.py): a model retrained at the same path is loaded anew, also by a
+    long-lived ``mora worker``."""
+    from agents.identity import model_identity
+
+    return ("pipelines", weights, model_identity(spec.model, spec.revision), spec.revision,
+            spec.variant, runtime.device, runtime.dtype, spec.offload, spec.vae_slicing,
+            spec.vae_tiling, spec.attention_slicing, spec.without)
 
 
 class PipelineFamily:
@@ -247,7 +252,10 @@ def load_text_tower(spec: PipelineSpec, runtime: Runtime, cache: ModelCache = MO
                         "text_tower: {model: laion/CLIP-ViT-H-14-laion2B-s32B-b79K} for SVD-XT) "
                         "or use modulation 'random' or 'off'")
     weights = resolve_weights(tower.model)
-    key = ("text_tower", weights, tower.subfolder, tower.revision, runtime.device, runtime.dtype)
+    from agents.identity import model_identity
+
+    key = ("text_tower", weights, model_identity(tower.model, tower.revision), tower.subfolder,
+           tower.revision, runtime.device, runtime.dtype)
     return cache.get(key, lambda: _text_tower_from_pretrained(tower, weights, runtime))
 
 

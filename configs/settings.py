@@ -47,6 +47,17 @@ def gpu_tasks_engine() -> str:
     return value
 
 
+def cache_enabled() -> bool:
+    """``MORA_CACHE``: ``on`` (default) or ``off``: no task reads or writes Prefect's result
+    cache (tasks/cache.py), in the process that runs the tasks."""
+    value = os.environ.get("MORA_CACHE", "").strip().lower() or "on"
+    if value not in ("on", "off"):
+        from configs.errors import MoraError
+
+        raise MoraError(f"MORA_CACHE must be on or off, got {value!r}")
+    return value == "on"
+
+
 def gpu_task_timeout_s() -> float:
     """``MORA_GPU_TASK_TIMEOUT_S``: how long a flow waits for a ``mora worker`` to finish a GPU
     task before handing it out again (a worker that died mid-task never reports back)."""

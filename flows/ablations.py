@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 
 from configs import load_profile
 from configs.ablations import PAPER_VARIANTS, AblationVariant
-from flows.params import AblationName, Candidates, PromptCount, Rounds, Seed, StoreUrl
+from flows.params import AblationName, Candidates, PromptCount, Refresh, Rounds, Seed, StoreUrl
 from flows.training import TrainResult, configured, train
 from metrics.paper_tables import ablation_markdown
 from storage import open_store
@@ -60,6 +60,7 @@ def ablations(
     eval_prompts: Annotated[list[str] | None, Field(min_length=1, max_length=1000, description=
                             "text-to-video prompts every variant is evaluated on (default: the "
                             "config's held-out prompts)")] = None,
+    refresh: Refresh = False,
 ) -> AblationResult:
     """The paper's Table 5: each variant trained from the same base, its samples evaluated."""
     logger = get_run_logger()
@@ -81,7 +82,7 @@ def ablations(
                              name=f"{name}-{v.name}", review=_review(v, review), prompts=prompts,
                              candidates=candidates, modulation=v.modulation,
                              loss_weighting=v.loss_weighting,
-                             unattended=_unattended(v), draws=name)
+                             unattended=_unattended(v), draws=name, refresh=refresh)
                for v in variants}
 
     # 3. Each variant's samples on the evaluation prompts (same seeds for all), then the metrics.

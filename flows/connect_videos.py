@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import SopResult, ingest_inputs, open_run, publish, reviewed_transition
-from flows.params import ProfileRef, Prompt, Seed, Source, StoreUrl, WeightsRef
+from flows.params import ProfileRef, Prompt, Refresh, Seed, Source, StoreUrl, WeightsRef
 from tasks.artifacts import VideoArtifact
 from tasks.generate import seam_drift, splice
 from tasks.review import ReviewPolicy
@@ -31,6 +31,7 @@ def connect_videos(
     seed: Seed = 0,
     weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
+    refresh: Refresh = False,
 ) -> ConnectVideosResult:
     """SOP 5: connector(A's last frame, B's first frame) → A + transition + B."""
     # 1. Resolve the profile and the store; enhance the prompt when there is one.

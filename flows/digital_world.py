@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import SopResult, ingest_inputs, open_run, publish, reviewed_edit
-from flows.params import ProfileRef, Prompt, Seed, Source, StoreUrl, WeightsRef
+from flows.params import ProfileRef, Prompt, Refresh, Seed, Source, StoreUrl, WeightsRef
 from flows.stages import animate, reviewed_first_frame
 from configs.errors import MoraError
 from tasks.generate import first_frame
@@ -38,6 +38,7 @@ def digital_world(
     seed: Seed = 0,
     weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
+    refresh: Refresh = False,
 ) -> DigitalWorldResult:
     """SOP 6: digital-world style (prompt suffix or image-to-image transfer) → image-to-video."""
     # 1. Exactly one of prompt and video; resolve the profile and the store.

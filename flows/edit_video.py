@@ -8,7 +8,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import SopResult, ingest_inputs, open_run, publish, reviewed_edit
-from flows.params import ProfileRef, Prompt, Seed, Source, StoreUrl, WeightsRef
+from flows.params import ProfileRef, Prompt, Refresh, Seed, Source, StoreUrl, WeightsRef
 from flows.stages import animate
 from tasks.generate import first_frame
 from tasks.review import ReviewPolicy
@@ -29,6 +29,7 @@ def edit_video(
     seed: Seed = 0,
     weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
+    refresh: Refresh = False,
 ) -> EditVideoResult:
     """SOP 4: image-to-image on the first frame by instruction → image-to-video."""
     # 1. Resolve the profile and the store; enhance the prompt when there is one.

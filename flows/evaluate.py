@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from prefect import flow, get_run_logger
 
 from flows.common import open_profile
-from flows.params import (EvalTask, HeldOutSeeds, ProfileRef, Prompt, Source, StoreUrl, Videos,
-                          WeightsRef)
+from flows.params import (EvalTask, HeldOutSeeds, ProfileRef, Prompt, Refresh, Source, StoreUrl,
+                          Videos, WeightsRef)
 from flows.training import configured
 from metrics.paper_tables import paper_markdown
 from configs.errors import MoraError
@@ -49,6 +49,7 @@ def evaluate(
                                            "transitions (with after, gives Tmean)")] = None,
     after: Annotated[Source | None, Field(description="connect: the clip after the evaluated "
                                           "transitions")] = None,
+    refresh: Refresh = False,
 ) -> EvaluateResult:
     """Twelve metrics per video, stored as parquet + csv, beside the paper's table for the task."""
     logger = get_run_logger()
@@ -106,6 +107,7 @@ def evaluate_weights(
     profile: ProfileRef | None = None,
     store: StoreUrl | None = None,
     seeds: HeldOutSeeds | None = None,
+    refresh: Refresh = False,
 ) -> WeightsEvaluation:
     """Fine-tuned weights sampled on a training config's held-out prompts, scored by its judges."""
     # The held-out score by the config's own judges (with its interval), and the metrics of

@@ -15,7 +15,7 @@ from pydantic import Field
 from prefect import flow, get_run_logger
 
 from flows.common import SopResult, ingest_inputs, open_run, publish
-from flows.params import ProfileRef, Prompt, Seed, Segments, Source, StoreUrl, WeightsRef
+from flows.params import ProfileRef, Prompt, Refresh, Seed, Segments, Source, StoreUrl, WeightsRef
 from flows.stages import animate
 from configs.errors import MoraError
 from tasks.artifacts import VideoArtifact
@@ -54,6 +54,7 @@ def extend_video(
     seed: Seed = 0,
     weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
+    refresh: Refresh = False,
 ) -> ExtendVideoResult:
     """SOP 3: last frame of the input video → image-to-video → input + new frames."""
     # 1. Resolve the profile and the store; enhance the prompt when there is one.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import SopResult, ingest_inputs, open_run, publish, reviewed_edit
-from flows.params import ProfileRef, Prompt, Seed, Source, StoreUrl, WeightsRef
+from flows.params import ProfileRef, Prompt, Refresh, Seed, Source, StoreUrl, WeightsRef
 from flows.stages import animate
 from tasks.review import ReviewPolicy
 
@@ -25,6 +25,7 @@ def image_to_video(
     seed: Seed = 0,
     weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
+    refresh: Refresh = False,
 ) -> ImageToVideoResult:
     """SOP 2: user image (+ prompt) → optional image-to-image → image-to-video."""
     # 1. Resolve the profile and the store; enhance the prompt when there is one.

@@ -110,3 +110,8 @@ Rounds = Annotated[int, Field(ge=1, le=100)]
 # At most: the training config's own bound (configs/training.py), checked with its overrides.
 PromptCount = Annotated[int, Field(ge=1, description="override the config's P")]
 Candidates = Annotated[int, Field(ge=2, le=16, description="override the config's C")]
+
+Refresh = Annotated[bool, Field(description="make every stage anew, replacing what the cache "
+                                "holds for it (changed code, weights and a wiped store are "
+                                "noticed without it)")]
+

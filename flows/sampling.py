@@ -41,8 +41,9 @@ class SampleJob(BaseModel, frozen=True):
 # One task at a time: a pipeline is not thread-safe. A Dask run replaces this runner.
 @flow(name="sample-candidates", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def sample_prompts(config: TrainingConfig, store: str, ctx: RunContext, jobs: list[SampleJob],
-                   weights_key: str | None = None) -> list[CandidateSet]:
-    """A training round's candidate videos for a batch of prompts (the unit a worker takes)."""
+                   weights_key: str | None = None, refresh: bool = False) -> list[CandidateSet]:
+    """A training round's candidate videos for a batch of prompts (the unit a worker takes);
+    ``refresh``: the round's (tasks/cache.py reads it from the flow's parameters)."""
     profile = load_profile(config.profile)
     futures = [sample_candidates.submit(profile, config, store, ctx, job.prompt_index,
                                         job.prompt, job.seeds, weights_key) for job in jobs]
@@ -50,11 +51,11 @@ def sample_prompts(config: TrainingConfig, store: str, ctx: RunContext, jobs: li
 
 
 def sample_all(cfg: TrainingConfig, store_url: str, ctx: RunContext, jobs: list[SampleJob],
-               weights_key: str | None) -> list[CandidateSet]:
+               weights_key: str | None, refresh: bool = False) -> list[CandidateSet]:
     """Every job's candidates, in job order, sampled where the config's engine says."""
     spec = cfg.sampling
     if spec.engine == "deployment":
-        return _on_deployment(spec, cfg, store_url, ctx, jobs, weights_key)
+        return _on_deployment(spec, cfg, store_url, ctx, jobs, weights_key, refresh)
     if spec.engine == "task-workers":
         profile = load_profile(cfg.profile)
         futures = [sample_candidates.delay(profile, cfg, store_url, ctx, job.prompt_index,
@@ -63,14 +64,15 @@ def sample_all(cfg: TrainingConfig, store_url: str, ctx: RunContext, jobs: list[
     if spec.engine == "dask":
         runner = _dask_runner(spec)
         return sample_prompts.with_options(task_runner=runner)(cfg, store_url, ctx, jobs,
-                                                               weights_key)
+                                                               weights_key, refresh)
     profile = load_profile(cfg.profile)
     return [sample_candidates(profile, cfg, store_url, ctx, job.prompt_index, job.prompt,
                               job.seeds, weights_key) for job in jobs]
 
 
 def _on_deployment(spec: SamplingSpec, cfg: TrainingConfig, store_url: str, ctx: RunContext,
-                   jobs: list[SampleJob], weights_key: str | None) -> list[CandidateSet]:
+                   jobs: list[SampleJob], weights_key: str | None,
+                   refresh: bool) -> list[CandidateSet]:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
@@ -78,7 +80,7 @@ def _on_deployment(spec: SamplingSpec, cfg: TrainingConfig, store_url: str, ctx:
                                                               spec.prompts_per_run)]
     runs = [run_deployment(spec.deployment, timeout=0, parameters={
         "config": cfg.model_dump(mode="json"), "store": store_url,
-        "ctx": ctx.model_dump(mode="json"), "weights_key": weights_key,
+        "ctx": ctx.model_dump(mode="json"), "weights_key": weights_key, "refresh": refresh,
         "jobs": [job.model_dump(mode="json") for job in batch]}) for batch in batches]
     deadline = time.monotonic() + spec.timeout_s
     results: list[CandidateSet] = []

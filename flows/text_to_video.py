@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from prefect import flow
 
 from flows.common import open_profile
-from flows.params import ProfileRef, Prompt, Seed, Segments, StoreUrl, WeightsRef
+from flows.params import ProfileRef, Prompt, Refresh, Seed, Segments, StoreUrl, WeightsRef
 from flows.stages import animate, reviewed_first_frame
 from storage import open_store
 from tasks.artifacts import RunContext, VideoArtifact
@@ -36,6 +36,7 @@ def text_to_video(
     seed: Seed = 0,
     weights: WeightsRef | None = None,
     review: ReviewPolicy = ReviewPolicy(),
+    refresh: Refresh = False,
 ) -> TextToVideoResult:
     """SOP 1: prompt → enhanced → first frame → review → image-to-video, chained over segments."""
     # 1. Resolve the profile, the store and the weights (bad names and foreign checkpoints

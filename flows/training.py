@@ -20,7 +20,8 @@ from prefect.artifacts import create_table_artifact
 from configs import load_profile, load_training_config
 from configs.ablations import LossWeighting, Modulation
 from configs.training import TrainingConfig
-from flows.params import Candidates, PromptCount, RoundId, Rounds, RunName, Seed, StoreUrl
+from flows.params import (Candidates, PromptCount, Refresh, RoundId, Rounds, RunName, Seed,
+                          StoreUrl)
 from flows.sampling import SampleJob, sample_all
 from storage import Store, open_store
 from tasks.artifacts import RunContext
@@ -109,6 +110,7 @@ def training_round(
     draws: Annotated[str | None, Field(max_length=80, description="what seeds the round's "
                                        "prompts, candidates and criteria (default: the round "
                                        "id); ablation variants share it")] = None,
+    refresh: Refresh = False,
 ) -> RoundResult:
     """One round of the data-free loop: prompts → candidates → two judges → (human) → fine-tune."""
     seconds: dict[str, float] = {}
@@ -138,7 +140,7 @@ def training_round(
     jobs = [SampleJob(prompt_index=i, prompt=prompt,
                       seeds=[rng.randrange(2**31) for _ in range(cfg.candidates)])
             for i, prompt in enumerate(texts)]
-    csets = sample_all(cfg, store_url, ctx, jobs, start_weights)
+    csets = sample_all(cfg, store_url, ctx, jobs, start_weights, refresh)
     lap("sampling")
 
     # 4. Votes: both judges rank each set under one criterion drawn from the paper's ten.
@@ -269,6 +271,7 @@ def train(
     unattended: Unattended | None = None,
     draws: Annotated[str | None, Field(max_length=40)] = None,
     loss_weighting: LossWeighting | None = None,
+    refresh: Refresh = False,
 ) -> TrainResult:
     """R rounds: each round samples with, and fine-tunes from, the round before's checkpoint."""
     cfg = configured(config, prompts, candidates, modulation, unattended,
@@ -284,7 +287,8 @@ def train(
                                 seen_prompts=seen, review=review, prompts=prompts,
                                 candidates=candidates, modulation=modulation,
                                 loss_weighting=loss_weighting,
-                                unattended=unattended, draws=draws and f"{draws}-r{r}")
+                                unattended=unattended, draws=draws and f"{draws}-r{r}",
+                                refresh=refresh)
         results.append(result)
         state_key, weights_key = result.state_key, result.weights_key
         seen = seen + result.report.prompts
@@ -300,6 +304,7 @@ def scheduled_round(
     store: StoreUrl | None = None,
     seed: Seed = 0,
     review: ReviewPolicy = ReviewPolicy(),
+    refresh: Refresh = False,
 ) -> RoundResult:
     """One training round per scheduled run, continuing from the newest round in the store."""
     # Named after the run's scheduled time, so a restarted run resumes the round it began.
@@ -315,4 +320,4 @@ def scheduled_round(
     print(f"round {round_id} continues from {latest.round_id or 'the base weights'}")
     return training_round(round_id=round_id, config=config, store=store_url, seed=seed,
                           start_state=latest.state_key, start_weights=latest.weights_key,
-                          seen_prompts=latest.prompts, review=review)
+                          seen_prompts=latest.prompts, review=review, refresh=refresh)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime, timezone
 
 import typer
 
 from configs.errors import MoraError
-from mora import cli_eval, cli_sops, cli_training
+from mora import cli_common, cli_eval, cli_sops, cli_training
 from mora.cli_common import console
+from mora.cli_cache import cache_app
 from mora.cli_models import models_app
 from mora.cli_review import review_app
 from mora.cli_server import server_app
@@ -19,6 +21,15 @@ from mora.local_server import use_running_server
 
 app = typer.Typer(help="Mora: multi-agent video generation as Prefect workflows.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="show the Python "
+                                          "traceback of an error too")) -> None:
+    cli_common.VERBOSE = verbose
+    cli_common.STARTED = datetime.now(timezone.utc)  # what this command makes is newer
+
+
 # The paper's SOPs (A.3), then training and evaluation; in this order in `mora --help`.
 app.command()(cli_sops.t2v)
 app.command()(cli_sops.i2v)
@@ -33,6 +44,7 @@ app.command("eval")(cli_eval.eval_cmd)
 app.add_typer(models_app, name="models")
 app.add_typer(review_app, name="review")
 app.add_typer(server_app, name="server")
+app.add_typer(cache_app, name="cache")
 
 
 def _click_exceptions():
@@ -67,6 +79,10 @@ def main() -> None:
 
 
 def _fail(message: str, code: int) -> None:
+    if cli_common.VERBOSE and sys.exc_info()[0] is not None:
+        import traceback
+
+        traceback.print_exc()
     console.print(f"error: {' '.join(message.split())}", markup=False, highlight=False,
                   soft_wrap=True)
     sys.exit(code)

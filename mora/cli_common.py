@@ -6,8 +6,10 @@ so the CLI admits exactly what the flows do; only their wording is the CLI's."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,6 +21,7 @@ from configs.settings import default_profile
 from mora.cli_review import run_with_terminal_review
 
 console = Console(stderr=True)
+STARTED = datetime.now(timezone.utc)  # when this command started (mora/cli.py sets it)
 out = Console(soft_wrap=True)
 
 ProfileOpt = typer.Option(None, "--profile", help="profile name or YAML path [default: tiny]")
@@ -28,6 +31,9 @@ SeedOpt = typer.Option(0, "--seed", help="random seed (recorded in provenance)")
 WeightsOpt = typer.Option(None, "--weights", help="fine-tuned weights from the store: "
                           "round:<name>-rK, store://KEY or latest; base: the profile's base "
                           "weights [default: as the profile says]")
+RefreshOpt = typer.Option(False, "--refresh", help="make every stage anew and replace what the "
+                          "cache holds for it (a change of code, weights or store is noticed "
+                          "without it)")
 SOURCE_HELP = "a file, store://KEY for an artifact in the store, or s3://BUCKET/KEY"
 
 
@@ -174,6 +180,10 @@ def local_run(start):
     (Prefect joins it while it sleeps in 1 s steps). Call this in the main thread: it starts
     that temporary server, which ends when the thread that started it ends (the flow itself may
     run in another thread, see mora/cli_review.py)."""
+    from configs.settings import cache_enabled
+
+    cache_enabled()  # a bad MORA_CACHE fails here, once, not in every task
+    one_line_errors()
     if os.environ.get("PREFECT_API_URL"):
         return start
     from mora.local_server import start_temporary_server
@@ -187,6 +197,34 @@ def local_run(start):
             return start()
 
     return run
+
+
+VERBOSE = False  # `mora --verbose`: tracebacks on the console too
+
+
+class _OneLine(logging.Filter):
+    """A console log record of a ``MoraError`` (a user's error, or the store or a model saying
+    no) keeps its message and loses its traceback; other exceptions (bugs) keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], MoraError):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def one_line_errors() -> None:
+    """Prefect's console handler shows a failed run's ``MoraError`` as one line. Its API handler
+    runs first (it is on the run loggers; the console one is on the root), so the run's logs in
+    the dashboard keep the traceback. Not with ``mora --verbose``."""
+    import prefect.main  # noqa: F401  (configures Prefect's logging: the handlers exist now)
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if VERBOSE:
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, _OneLine) for f in handler.filters):
+            handler.addFilter(_OneLine())
 
 
 def local_run_settings() -> dict:
@@ -235,3 +273,7 @@ def report_video(store_url: str, key: str, out_path: Optional[Path], summary: st
     else:
         out.print(f"video: {store.uri(key)}  ({summary})")
     out.print(f"store key: {key}  in {store_url}")
+    made = store.read_provenance(key)
+    if made.created_at < STARTED:
+        out.print(f"reused from the cache: made by flow run {made.flow_run_id} at "
+                  f"{made.created_at:%Y-%m-%d %H:%M:%S} UTC (--refresh makes it anew)")

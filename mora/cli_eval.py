@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from configs.errors import MoraError
-from mora.cli_common import (SOURCE_HELP, ProfileOpt, SeedOpt, StoreOpt, check_common, checked,
+from mora.cli_common import (SOURCE_HELP, ProfileOpt, RefreshOpt, SeedOpt, StoreOpt, check_common, checked,
                              console, local_run, out)
 
 
@@ -43,6 +43,7 @@ def eval_cmd(
                                "whose held-out prompts, seeds, judges and profile are used"),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="with --weights: seeds per "
                                         "held-out prompt [default: the config's]"),
+    refresh: bool = RefreshOpt,
 ) -> None:
     """Evaluate videos: twelve metrics per video, stored as parquet + csv, beside the paper's
     table. With --weights: evaluate fine-tuned weights on a training config's held-out prompts."""
@@ -53,7 +54,7 @@ def eval_cmd(
     if (weights is None) == (not videos):
         raise MoraError("give VIDEOs to evaluate or --weights" + (", not both" if videos else ""))
     if weights is not None:
-        return _eval_weights(weights, config, profile, store, seeds, fmt)
+        return _eval_weights(weights, config, profile, store, seeds, fmt, refresh)
     checked(EvalTask, task, "--task")
     if prompt is not None:
         checked(Prompt, prompt, "prompt")
@@ -80,7 +81,8 @@ def eval_cmd(
     with console.status(f"evaluating {len(videos)} video(s)…"):
         result = local_run(lambda: evaluate(videos=list(videos), prompt=prompt,
                                             store=store_url, task=task,
-                                            vbench=vbench_export, **around))()
+                                            vbench=vbench_export, refresh=refresh,
+                                            **around))()
     _print_records(result.records, fmt)
     if fmt == "table":
         out.print(result.markdown, markup=False, highlight=False)
@@ -94,7 +96,7 @@ def eval_cmd(
 
 
 def _eval_weights(weights: str, config: str, profile: Optional[str], store: Optional[str],
-                  seeds: Optional[int], fmt: str) -> None:
+                  seeds: Optional[int], fmt: str, refresh: bool) -> None:
     """`mora eval --weights`: the checkpoint checked before any work, then sampled and scored."""
     from flows.params import HeldOutSeeds
     from flows.training import configured
@@ -108,7 +110,7 @@ def _eval_weights(weights: str, config: str, profile: Optional[str], store: Opti
     with console.status(f"sampling and scoring {weights} on config '{config}'…"):
         result = local_run(lambda: evaluate_weights(weights=weights, config=config,
                                                     profile=profile, store=store_url,
-                                                    seeds=seeds))()
+                                                    seeds=seeds, refresh=refresh))()
     _print_records(result.records, fmt)
     where = console if fmt != "table" else out
     score = result.held_out

@@ -9,8 +9,9 @@ from typing import Optional
 import typer
 
 from configs.errors import MoraError
-from mora.cli_common import (SOURCE_HELP, ProfileOpt, SeedOpt, StoreOpt, WeightsOpt, check_common,
-                             checked, checked_out_path, report_video, review_policy, run_flow)
+from mora.cli_common import (SOURCE_HELP, ProfileOpt, RefreshOpt, SeedOpt, StoreOpt, WeightsOpt,
+                             check_common, checked, checked_out_path, report_video, review_policy,
+                             run_flow)
 
 OutOpt = typer.Option(None, "--out", help="also copy the mp4 here")
 ReviewOpt = typer.Option("auto", "--review", help="auto: never pause; ask: pause after each "
@@ -26,6 +27,7 @@ def t2v(
     seed: int = SeedOpt,
     review: str = ReviewOpt,
     weights: Optional[str] = WeightsOpt,
+    refresh: bool = RefreshOpt,
 ) -> None:
     """Text-to-video: enhance → first frame → image-to-video, SEGMENTS times."""
     from flows.params import Prompt, Segments
@@ -40,7 +42,8 @@ def t2v(
 
     result = run_flow(lambda: text_to_video(prompt=prompt, segments=segments,
                                             profile=profile_name, store=store_url, seed=seed,
-                                            weights=weights, review=policy),
+                                            weights=weights, review=policy,
+                                            refresh=refresh),
                       f"text-to-video on profile '{profile_name}' ({segments} segment(s))", policy)
     _report(result, out_path)
 
@@ -52,7 +55,8 @@ def _report(result, out_path: Optional[Path]) -> None:
 
 
 def _run_sop(flow: str, out_file: Optional[Path], profile: Optional[str], store: Optional[str],
-             seed: int, review: str, weights: Optional[str], texts: tuple[str, ...] = (),
+             seed: int, review: str, weights: Optional[str], refresh: bool,
+             texts: tuple[str, ...] = (),
              files: Optional[dict[str, str]] = None, **params: Optional[str]) -> None:
     """The body of every SOP command but t2v: ``flow`` is "module:function"; ``texts`` name the
     ``params`` that are free text, ``files`` map the ``params`` that are input files to
@@ -81,7 +85,7 @@ def _run_sop(flow: str, out_file: Optional[Path], profile: Optional[str], store:
     module, _, function = flow.partition(":")
     run = getattr(importlib.import_module(module), function)
     result = run_flow(lambda: run(profile=profile_name, store=store_url, seed=seed,
-                                  weights=weights, review=policy, **params),
+                                  weights=weights, review=policy, refresh=refresh, **params),
                       f"{run.name} on profile '{profile_name}'", policy)
     _report(result, out_path)
 
@@ -96,10 +100,11 @@ def i2v(
     seed: int = SeedOpt,
     review: str = ReviewOpt,
     weights: Optional[str] = WeightsOpt,
+    refresh: bool = RefreshOpt,
 ) -> None:
     """Image-to-video: animate IMAGE."""
-    _run_sop("flows.image_to_video:image_to_video", out_file, profile, store, seed, review, weights,
-             texts=("prompt",), files={"image": "image"}, image=image, prompt=prompt)
+    _run_sop("flows.image_to_video:image_to_video", out_file, profile, store, seed, review,
+             weights, refresh, texts=("prompt",), files={"image": "image"}, image=image, prompt=prompt)
 
 
 def extend(
@@ -111,10 +116,11 @@ def extend(
     seed: int = SeedOpt,
     review: str = ReviewOpt,
     weights: Optional[str] = WeightsOpt,
+    refresh: bool = RefreshOpt,
 ) -> None:
     """Extend VIDEO: new frames from its last frame, appended to it."""
-    _run_sop("flows.extend_video:extend_video", out_file, profile, store, seed, review, weights,
-             texts=("prompt",), files={"video": "video"}, video=video, prompt=prompt)
+    _run_sop("flows.extend_video:extend_video", out_file, profile, store, seed, review,
+             weights, refresh, texts=("prompt",), files={"video": "video"}, video=video, prompt=prompt)
 
 
 def edit(
@@ -126,10 +132,11 @@ def edit(
     seed: int = SeedOpt,
     review: str = ReviewOpt,
     weights: Optional[str] = WeightsOpt,
+    refresh: bool = RefreshOpt,
 ) -> None:
     """Video-to-video edit: edit VIDEO's first frame by INSTRUCTION, then animate it."""
-    _run_sop("flows.edit_video:edit_video", out_file, profile, store, seed, review, weights,
-             texts=("instruction",), files={"video": "video"}, video=video,
+    _run_sop("flows.edit_video:edit_video", out_file, profile, store, seed, review,
+             weights, refresh, texts=("instruction",), files={"video": "video"}, video=video,
              instruction=instruction)
 
 
@@ -142,10 +149,11 @@ def connect(
     seed: int = SeedOpt,
     review: str = ReviewOpt,
     weights: Optional[str] = WeightsOpt,
+    refresh: bool = RefreshOpt,
 ) -> None:
     """Connect VIDEO_A to VIDEO_B with a generated transition (output at VIDEO_A's size and fps)."""
     _run_sop("flows.connect_videos:connect_videos", out_file, profile, store, seed, review,
-             weights, files={"video_a": "video", "video_b": "video"}, video_a=video_a, video_b=video_b)
+             weights, refresh, files={"video_a": "video", "video_b": "video"}, video_a=video_a, video_b=video_b)
 
 
 def digital_world(
@@ -159,9 +167,10 @@ def digital_world(
     seed: int = SeedOpt,
     review: str = ReviewOpt,
     weights: Optional[str] = WeightsOpt,
+    refresh: bool = RefreshOpt,
 ) -> None:
     """Digital world: PROMPT in digital world style, or --video VIDEO restyled."""
     if (prompt is None) == (video is None):
         raise MoraError("give a PROMPT or --video VIDEO" + (", not both" if video else ""))
-    _run_sop("flows.digital_world:digital_world", out_file, profile, store, seed, review, weights,
-             texts=("prompt",), files={"video": "video"}, prompt=prompt, video=video)
+    _run_sop("flows.digital_world:digital_world", out_file, profile, store, seed, review,
+             weights, refresh, texts=("prompt",), files={"video": "video"}, prompt=prompt, video=video)

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import typer
 
 from configs.errors import MoraError
-from mora.cli_common import (SeedOpt, StoreOpt, check_models, checked, checked_store, out,
+from mora.cli_common import (RefreshOpt, SeedOpt, StoreOpt, check_models, checked, checked_store, out,
                              review_policy, run_flow)
 
 PromptsOpt = typer.Option(None, "--prompts", help="P prompts per round [default: the config's]")
@@ -50,6 +50,7 @@ def train(
     seed: int = SeedOpt,
     review: str = typer.Option("auto", "--review", help="ask: a human picks when the judges "
                                "disagree; auto: the config's unattended rule"),
+    refresh: bool = RefreshOpt,
 ) -> None:
     """The data-free training loop: prompts → candidates → two judges → (human) → fine-tune."""
     from flows.params import RunName
@@ -62,7 +63,7 @@ def train(
 
     result = run_flow(lambda: train_flow(rounds=rounds, config=config, store=store_url,
                                          seed=seed, name=name, review=policy, prompts=prompts,
-                                         candidates=candidates),
+                                         candidates=candidates, refresh=refresh),
                       f"training: {rounds} round(s), config '{config}'", policy)
     store_ = open_store(result.store)
     for r in result.rounds:
@@ -93,6 +94,7 @@ def ablate(
     seed: int = SeedOpt,
     review: str = typer.Option("auto", "--review", help="ask: a human settles the judges' "
                                "disagreements in the variants with human review"),
+    refresh: bool = RefreshOpt,
 ) -> None:
     """The paper's Table 5 ablations: train each variant, evaluate its samples, print the table."""
     from configs.ablations import EXTRA_VARIANTS, PAPER_VARIANTS
@@ -113,7 +115,8 @@ def ablate(
 
     result = run_flow(lambda: ablations(variants=[known[v] for v in chosen], config=config,
                                         rounds=rounds, store=store_url, seed=seed, name=name,
-                                        review=policy, prompts=prompts, candidates=candidates),
+                                        review=policy, prompts=prompts, candidates=candidates,
+                                        refresh=refresh),
                       f"ablations: {len(chosen)} variant(s), config '{config}'", policy)
     sys.stdout.write(result.markdown + "\n")  # markdown as is: made to be pasted
     store_ = open_store(result.store)

@@ -13,6 +13,10 @@ TMP_SUFFIX = ".mora-tmp"  # local temp files; never a valid key segment
 MAX_KEY_BYTES = 900  # S3 allows 1024 for prefix + key
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# ``Store.new_key``'s keys: {kind}/{YYYYMMDD}/{uuid4hex}{suffix}.
+KIND_RE = re.compile(r"[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*")
+SUFFIX_RE = re.compile(r"(\.[a-z0-9]+(\.[a-z0-9]+)?)?")
+_GENERATED_RE = re.compile(KIND_RE.pattern + r"/\d{8}/[0-9a-f]{32}" + SUFFIX_RE.pattern)
 _IPV4_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 
 # A fixed table first, so the content type does not depend on the host's /etc/mime.types.
@@ -143,3 +147,26 @@ def s3_prefix_problem(prefix: str) -> str | None:
     if len(prefix.encode("utf-8")) > 1024 - MAX_KEY_BYTES - 1:
         return "prefix is too long"
     return None
+
+
+def generated_keys(value: object) -> list[str]:
+    """Every string in ``value`` (nested in lists, tuples, dicts and pydantic models) that has
+    the shape of a key ``Store.new_key`` makes: the artifacts a task's result points at."""
+    found: list[str] = []
+
+    def walk(item: object) -> None:
+        if isinstance(item, str):
+            if _GENERATED_RE.fullmatch(item):
+                found.append(item)
+        elif isinstance(item, dict):
+            for v in item.values():
+                walk(v)
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            for v in item:
+                walk(v)
+        elif hasattr(item, "model_fields"):  # a pydantic model
+            for name in type(item).model_fields:
+                walk(getattr(item, name))
+
+    walk(value)
+    return list(dict.fromkeys(found))

@@ -194,6 +194,21 @@ class LocalStore(Store):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def _stored_size(self, key: str) -> int | None:
+        import stat
+
+        try:
+            found = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise MoraError(f"cannot read '{key}' from store {self.url}: {exc.strerror}") from None
+        return found.st_size if stat.S_ISREG(found.st_mode) else None
+
+    @property
+    def identity(self) -> str:
+        return f"file://{self.root}"
+
     def list(self, prefix: str = "") -> list[str]:
         prefix = self._check_prefix(prefix)
         start = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root

@@ -341,6 +341,22 @@ class S3Store(S3Connection, Store):
                 raise
         return True
 
+    def _stored_size(self, key: str) -> int | None:
+        from botocore.exceptions import ClientError
+
+        with self._errors("head_object", key):
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+            except ClientError as exc:
+                if is_missing(exc):
+                    return None
+                raise
+        return int(head["ContentLength"])
+
+    @property
+    def identity(self) -> str:
+        return f"{self.url} at {self.client.meta.endpoint_url}"
+
     def list(self, prefix: str = "") -> list[str]:
         prefix = self._check_prefix(prefix)
         base = f"{self.prefix}/" if self.prefix else ""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import uuid
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
@@ -24,11 +23,9 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from configs.errors import MoraError
-from storage.keys import guess_content_type, key_problem, prefix_problem, show
+from storage.keys import KIND_RE, SUFFIX_RE, guess_content_type, key_problem, prefix_problem, show
 from storage.provenance import Provenance
 
-_KIND_RE = re.compile(r"[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*")
-_SUFFIX_RE = re.compile(r"(\.[a-z0-9]+(\.[a-z0-9]+)?)?")
 
 
 class Store(ABC):
@@ -43,12 +40,12 @@ class Store(ABC):
     # ---- keys -------------------------------------------------------------------------------
     def new_key(self, kind: str, suffix: str = "") -> str:
         """A fresh key ``{kind}/{YYYYMMDD}/{uuid4hex}{suffix}`` (UTC date)."""
-        if not isinstance(kind, str) or not _KIND_RE.fullmatch(kind):
+        if not isinstance(kind, str) or not KIND_RE.fullmatch(kind):
             raise MoraError(
                 f"invalid artifact kind {kind!r}: use lowercase letters, digits, '_' and '-', "
                 "in '/'-separated parts"
             )
-        if not isinstance(suffix, str) or not _SUFFIX_RE.fullmatch(suffix):
+        if not isinstance(suffix, str) or not SUFFIX_RE.fullmatch(suffix):
             raise MoraError(f"invalid key suffix {suffix!r}: use '' or e.g. '.mp4', '.tar.gz'")
         day = datetime.now(timezone.utc).strftime("%Y%m%d")
         key = f"{kind}/{day}/{uuid.uuid4().hex}{suffix}"
@@ -176,6 +173,39 @@ class Store(ABC):
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def _raw_sidecar(self, key: str) -> bytes | None:
+        """The sidecar's bytes, or None when there is none."""
+
+    @abstractmethod
+    def _stored_size(self, key: str) -> int | None:
+        """The artifact's size in bytes from metadata alone (a stat, a HEAD), or None when
+        it is not there."""
+
+    def verify(self, key: str) -> Provenance:
+        """The provenance of ``key`` once metadata alone (a stat or HEAD, and the sidecar) shows
+        it is there at the size its sidecar records; no data is read. Raises ``MoraError``
+        saying what is wrong: what a cached result is checked with before it is reused
+        (tasks/cache.py)."""
+        key = self._check_key(key)
+        size = self._stored_size(key)
+        if size is None:
+            raise self._missing(key)
+        raw = self._raw_sidecar(key)
+        if raw is None:
+            raise MoraError(f"artifact '{key}' in store {self.url} has no provenance sidecar")
+        recorded = self._parse_provenance(key, raw)
+        if recorded.size is not None and recorded.size != size:
+            raise self._corrupt(key, f"{size} bytes, its provenance records {recorded.size}")
+        return recorded
+
+    @property
+    @abstractmethod
+    def identity(self) -> str:
+        """Which store this is, as a cache key sees it: where its bytes live (a folder; an S3
+        endpoint, bucket and prefix), never credentials. The same ``s3://`` URL on another
+        endpoint is another store."""
 
     @abstractmethod
     def list(self, prefix: str = "") -> list[str]:

@@ -23,7 +23,8 @@ from configs.training import TrainingConfig
 from storage import media, open_store
 from tasks.artifacts import (RunContext, VideoArtifact, load_frames, provenance, save_image,
                              save_video)
-from tasks.generate import CACHED, ON_GPU, on_gpu
+from tasks.cache import CACHED
+from tasks.generate import ON_GPU, on_gpu
 from tasks.report import clips_preview
 from tasks.review import ReviewPolicy, human_pick
 from tasks.weights import sampling_agents

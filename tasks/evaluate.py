@@ -12,7 +12,6 @@ import hashlib
 import io
 import re
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -24,6 +23,7 @@ from storage import open_store
 from storage.inputs import STORE_SCHEME
 from storage import media
 from tasks.artifacts import RunContext, provenance
+from tasks.cache import MoraCache
 from tasks.inputs import InputArtifact
 
 RECORD_FIELDS = ("video", "metric", "value", "method", "kind")
@@ -37,16 +37,6 @@ class EvalTables(BaseModel, frozen=True):
 
 
 @lru_cache(maxsize=1)
-def metrics_version() -> str:
-    """A digest of the metrics code: a change to any metric invalidates cached evaluations."""
-    import metrics
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(metrics.__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def _video_bytes(store_url: str, video: InputArtifact | str) -> tuple[bytes, str]:
     """The stored video's bytes and suffix: an input artifact, or a store key (store:// optional)."""
     key = video.key if isinstance(video, InputArtifact) else video.removeprefix(STORE_SCHEME)
@@ -61,16 +51,16 @@ def _content(store_url: str, video: InputArtifact | str | None) -> str:
     return hashlib.sha256(_video_bytes(store_url, video)[0]).hexdigest()
 
 
-def _evaluate_cache_key(context, parameters) -> str:
-    store_url = parameters["store_url"]
-    videos = [_content(store_url, parameters.get(name))
-              for name in ("video", "reference", "before", "after")]
-    scope = "|".join(["mora-eval", metrics_version(), *videos, repr(parameters.get("prompt")),
-                      repr(parameters.get("caption")), repr(parameters.get("label"))])
-    return hashlib.sha256(scope.encode()).hexdigest()
+def _content_key(inputs) -> str:
+    """Cached on the videos' content, not on how they are named (the code, the metrics
+    included, is in every key: tasks/cache.py)."""
+    store_url = inputs["store_url"]
+    videos = [_content(store_url, inputs.get(name)) for name in ("video", "reference", "before", "after")]
+    return "|".join(["mora-eval", *videos, repr(inputs.get("prompt")),
+                     repr(inputs.get("caption")), repr(inputs.get("label"))])
 
 
-@task(name="evaluate-video", cache_key_fn=_evaluate_cache_key,
+@task(name="evaluate-video", cache_policy=MoraCache(inputs_key=_content_key),
       persist_result=True)
 def evaluate_video(store_url: str, video: InputArtifact | str, prompt: str | None = None,
                    caption: str | None = None, label: str | None = None,
@@ -80,7 +70,7 @@ def evaluate_video(store_url: str, video: InputArtifact | str, prompt: str | Non
     """The twelve metric records (metrics/suite.py) of one stored video (``label`` names it in
     ``"video"``; default: where it came from). ``reference``: the input video that ``video`` extends (TCON);
     ``before``/``after``: the clips a transition ``video`` connects (Tmean). Cached on the
-    videos' content, prompt and the metrics code."""
+    videos' content and prompt (tasks/cache.py)."""
     from metrics import evaluate_video as run_metrics
 
     def frames_of(stored: InputArtifact | str | None, name: str):

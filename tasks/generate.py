@@ -14,13 +14,13 @@ process would miss the cache.
 from __future__ import annotations
 
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from agents.registry import agents_for
 from configs.schema import Profile
 from configs.errors import MoraError
 from storage import open_store
 from storage import media
+from tasks.cache import CACHED
 from tasks.artifacts import (RunContext, VideoArtifact, load_frames, load_image, provenance,
                              save_image, save_video)
 from tasks.weights import agents_with_weights
@@ -37,7 +37,6 @@ def _transient(task, task_run, state) -> bool:
     return False
 
 
-CACHED = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 # No task carries Prefect tags. For every tagged task run Prefect takes tag concurrency slots;
 # with no limit on the tags the client remembers "no limit" for 5 s only
 # (prefect/concurrency/services.py `_no_limits_cache`), and the refresh is a write transaction

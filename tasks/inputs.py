@@ -18,6 +18,7 @@ from storage import open_store
 from storage.inputs import STORE_SCHEME, read_input
 from storage import media
 from tasks.artifacts import RunContext, VideoArtifact, provenance
+from tasks.cache import MoraCache
 
 InputKind = Literal["image", "video"]
 
@@ -41,21 +42,20 @@ class InputArtifact(BaseModel, frozen=True):
                              height=self.height, width=self.width, fps=self.fps or 0.0)
 
 
-def _content_cache_key(context, parameters) -> str | None:
-    """Cache on what the file holds; None (no caching) when it cannot be read: the task says why."""
+def _content_key(inputs) -> str | None:
+    """Cache on what the file holds (the store is in every key: tasks/cache.py); None (no
+    caching) when it cannot be read: the task says why."""
     from configs.errors import MoraError
 
-    store_url, source, kind = parameters["store_url"], parameters["source"], parameters["kind"]
+    store_url, source, kind = inputs["store_url"], inputs["source"], inputs["kind"]
     try:
         data = read_input(source, open_store(store_url), kind).data
     except MoraError:
         return None
-    scope = f"mora-input|{kind}|{store_url}|{hashlib.sha256(data).hexdigest()}"
-    return hashlib.sha256(scope.encode()).hexdigest()
+    return f"mora-input|{kind}|{hashlib.sha256(data).hexdigest()}"
 
 
-@task(name="ingest-input", cache_key_fn=_content_cache_key,
-      persist_result=True)
+@task(name="ingest-input", cache_policy=MoraCache(inputs_key=_content_key), persist_result=True)
 def ingest(store_url: str, ctx: RunContext, source: str, kind: InputKind,
            name: str | None = None) -> InputArtifact:
     """Read ``source`` (a path or store key), check it decodes, store it as kind "input"."""

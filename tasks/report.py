@@ -102,6 +102,16 @@ def clips_preview(store_url: str, videos: list[VideoArtifact], title: str, expir
     return f"{_inline(tiled, loaded[0][1], title, budget, across)}\n\n**{title}**:\n\n{links}"
 
 
+def _made(prov) -> str:
+    """Whether this run made the video or reused it from the cache (tasks/cache.py)."""
+    from prefect.runtime import flow_run
+
+    if prov.flow_run_id == flow_run.id:
+        return "in this run"
+    return (f"reused from the cache: made by flow run {prov.flow_run_id} at "
+            f"{prov.created_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
 # The markdown it returns is for tests and scripts; nobody reads it back from a persisted
 # result, and hashing its inputs for a cache key (the default policy) buys nothing: each run
 # publishes its own page.
@@ -117,6 +127,7 @@ def publish_result(store_url: str, ctx: RunContext, video: VideoArtifact, previe
         _row("frames × size @ fps", f"{video.num_frames} × {video.width}x{video.height} @ {video.fps:g}"),
         _row("SOP", ctx.sop), _row("profile", ctx.profile), _row("prompt", ctx.prompt),
         _row("enhanced prompt", ctx.enhanced_prompt), _row("flow run", prov.flow_run_id),
+        _row("made", _made(prov)),
         _row("parents", ", ".join(f"`{p}`" for p in prov.parents)),
     ]
     rows += [_row(k, v) for k, v in (extra or {}).items()]

@@ -22,7 +22,8 @@ from storage import open_store
 from tasks.artifacts import (RunContext, load_frames, load_image, provenance, put_safetensors,
                              read_safetensors, save_video)
 from tasks.candidates import CandidateSet, Decision, Vote
-from tasks.generate import CACHED, ON_GPU, on_gpu
+from tasks.cache import CACHED
+from tasks.generate import ON_GPU, on_gpu
 from tasks.weights import sampling_agents, target_of, with_checkpoint
 
 

@@ -107,3 +107,23 @@ def real_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def generation_calls(monkeypatch):
+    """Counts calls into every generation agent (the work a cached rerun must skip)."""
+    from agents.connector import ConnectorAgent
+    from agents.image_to_image import ImageToImageAgent
+    from agents.image_to_video import ImageToVideoAgent
+    from agents.text_to_image import TextToImageAgent
+
+    calls = []
+    for cls in (TextToImageAgent, ImageToImageAgent, ImageToVideoAgent, ConnectorAgent):
+        original = cls.__call__
+
+        def spy(self, *args, _original=original, _name=cls.__name__, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__call__", spy)
+    return calls

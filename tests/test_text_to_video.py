@@ -4,32 +4,11 @@ import numpy as np
 import pytest
 
 from agents.cache import MODEL_CACHE
-from agents.connector import ConnectorAgent
-from agents.image_to_image import ImageToImageAgent
-from agents.image_to_video import ImageToVideoAgent
-from agents.text_to_image import TextToImageAgent
 from flows.text_to_video import text_to_video
 from storage import open_store
 from storage import media
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "tiny_zoo")
-
-GENERATORS = (TextToImageAgent, ImageToImageAgent, ImageToVideoAgent, ConnectorAgent)
-
-
-@pytest.fixture
-def generation_calls(monkeypatch):
-    """Counts calls into every generation agent (the work a cached rerun must skip)."""
-    calls = []
-    for cls in GENERATORS:
-        original = cls.__call__
-
-        def spy(self, *args, _original=original, _name=cls.__name__, **kwargs):
-            calls.append(_name)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(cls, "__call__", spy)
-    return calls
 
 
 def test_two_segments_make_one_playable_video_with_provenance(local_store):

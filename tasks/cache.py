@@ -1,0 +1,261 @@
+"""The cache policy of every cached task (``MORA_CACHE``): a rerun is served from Prefect's result
+cache only when nothing that decides the output changed, and only while the artifacts the cached
+result points at are still in the store.
+
+The key covers (Bazel and Nix put every input of an action in its key, tools included):
+  - the task's inputs (Prefect's ``INPUTS``) and the task itself (its module and name);
+  - the code: every source and data file of the project's packages, and the versions of the
+    libraries that compute outputs (:data:`LIBRARIES`): Prefect's ``TASK_SOURCE`` hashes the
+    task function's own text only, not the agents it calls (PrefectHQ/prefect#7056);
+  - every model the inputs name (a ``model:`` field of a profile or a training config), by the
+    identity of its weights (agents/identity.py: hub commit, or the content of a local folder);
+  - the store (``Store.identity``: a folder, or an S3 endpoint, bucket and prefix).
+
+A hit is checked before it is used: every store key in the cached result must be in the store
+at the size its sidecar records (metadata only: ``Store.verify``). When one is not, the record is
+expired (Prefect's own result-record expiration, so ``ResultStore.exists`` says no), the run's
+log says so in one INFO line, and the task runs again and writes a new record under the same
+key (DVC reruns a stage whose output is missing; Hamilton drops a record that fails to load).
+
+Switches: ``MORA_CACHE=off`` (configs/settings.py; no key, so Prefect neither reads nor writes a
+record) in the environment of the process that runs the tasks; a flow's ``refresh`` parameter
+(flows/params.py ``Refresh``; ``--refresh`` on the CLI): each cached task of that run expires its
+record once and runs again, replacing it. The policy reads it from the flow run's parameters,
+which Prefect hands to a ``mora worker`` with the task; Prefect's own
+``PREFECT_TASKS_REFRESH_CACHE`` works too.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect.cache_policies import INPUTS, CachePolicy
+
+from configs.errors import MoraError
+from configs.settings import cache_enabled
+
+# The project's packages (the folders of the repository's layout), whose files are the code.
+PACKAGES = ("agents", "configs", "flows", "metrics", "mora", "storage", "tasks")
+_CODE_SUFFIXES = {".py", ".yaml", ".yml", ".json", ".txt"}
+# Cache records' names in Prefect's result storage (`mora cache ls` tells them from other results).
+RECORD_PREFIX = "mora-cache-"
+# Libraries whose version can change what a task makes.
+LIBRARIES = ("torch", "diffusers", "transformers", "peft", "numpy", "pillow", "imageio",
+             "imageio-ffmpeg", "safetensors")
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of every source and data file under the project's packages, and of the versions
+    of :data:`LIBRARIES`; computed once per process (the files are read, not imported)."""
+    digest = hashlib.sha256()
+    for package in PACKAGES:
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            root = Path(folder)
+            for path in sorted(root.rglob("*")):
+                if path.suffix in _CODE_SUFFIXES and "__pycache__" not in path.parts \
+                        and path.is_file():
+                    name = f"{package}/{path.relative_to(root).as_posix()}"
+                    digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for library in LIBRARIES:
+        try:
+            version = importlib.metadata.version(library)
+        except importlib.metadata.PackageNotFoundError:
+            version = "-"
+        digest.update(f"{library}=={version}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def named_models(value: Any) -> list[tuple[str, str | None]]:
+    """Every ``(model, revision)`` a pydantic input names in a ``model`` field, at any depth
+    (a profile's pipelines and text towers, its enhancer, a training config's judges)."""
+    found: list[tuple[str, str | None]] = []
+
+    def walk(item: Any) -> None:
+        if isinstance(item, (list, tuple)):
+            for v in item:
+                walk(v)
+        elif isinstance(item, dict):
+            for v in item.values():
+                walk(v)
+        elif hasattr(item, "model_fields"):
+            model = getattr(item, "model", None)
+            if isinstance(model, str):
+                found.append((model, getattr(item, "revision", None)))
+            for name in type(item).model_fields:
+                if name != "model":
+                    walk(getattr(item, name))
+
+    walk(value)
+    return sorted(set(found), key=lambda m: (m[0], m[1] or ""))
+
+
+def dependencies(inputs: dict[str, Any]) -> dict[str, Any]:
+    """What besides the inputs' values decides the output: the models they name, by their
+    weights' identity, and the store's identity."""
+    from agents.identity import model_identity
+    from storage import open_store
+
+    deps: dict[str, Any] = {"models": [model_identity(m, r) for m, r in named_models(inputs)]}
+    if isinstance(inputs.get("store_url"), str):
+        deps["store"] = open_store(inputs["store_url"]).identity
+    return deps
+
+
+@dataclass
+class MoraCache(CachePolicy):
+    """Prefect's INPUTS (or ``inputs_key(inputs)``, for a task cached on what its inputs hold
+    rather than on how they are named), plus the task, the code, the models and the store; a
+    hit whose artifacts are gone from the store is expired, so the task runs again."""
+
+    inputs_key: Callable[[dict[str, Any]], str | None] | None = None
+
+    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        from prefect.utilities.hashing import hash_objects
+
+        if not cache_enabled():
+            return None
+        values = (self.inputs_key(inputs) if self.inputs_key is not None
+                  else INPUTS.compute_key(task_ctx, inputs, flow_parameters, **kwargs))
+        if values is None:
+            return None
+        fn = task_ctx.task.fn
+        key = RECORD_PREFIX + hash_objects(values, f"{fn.__module__}.{fn.__qualname__}",
+                                           code_fingerprint(), dependencies(inputs),
+                                           raise_on_failure=True)
+        if flow_parameters.get("refresh") is True:
+            _expire_for_refresh(task_ctx, key)
+        elif isinstance(inputs.get("store_url"), str):
+            _expire_if_gone(task_ctx, key, inputs["store_url"])
+        return key
+
+
+_REFRESHED: set[tuple[str, str]] = set()  # (flow run, key): made anew by this run already
+
+
+def _expire_for_refresh(task_ctx: Any, key: str) -> None:
+    """A refreshing run makes each stage anew once (the same stage asked twice in the run is
+    the one it just made)."""
+    from prefect.runtime import flow_run
+
+    if (str(flow_run.id), key) in _REFRESHED:
+        return
+    _REFRESHED.add((str(flow_run.id), key))
+    if task_ctx.result_store.exists(key):
+        _expire(task_ctx, key, "refresh asked")
+
+
+def _expire_if_gone(task_ctx: Any, key: str, store_url: str) -> None:
+    """Expire the cached record under ``key`` when an artifact its result names is not in the
+    store as recorded; on a good hit, say which run made what is reused."""
+    from prefect.logging import get_run_logger
+    from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
+    from storage import open_store
+    from storage.keys import generated_keys
+
+    result_store = task_ctx.result_store
+    if PREFECT_TASKS_REFRESH_CACHE.value() or task_ctx.task.refresh_cache \
+            or not result_store.exists(key):
+        return
+    store = open_store(store_url)
+    makers = set()
+    try:
+        keys = generated_keys(result_store.read(key).result)
+        for stored in keys:
+            makers.add(store.verify(stored).flow_run_id)
+    except Exception as exc:  # a missing or changed artifact, or a record that no longer loads
+        _expire(task_ctx, key, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return
+    if keys:
+        made_by = ", ".join(sorted(str(m) for m in makers))
+        get_run_logger().info(f"reused from the cache: {', '.join(keys)} (made by flow run "
+                              f"{made_by})")
+
+
+def _expire(task_ctx: Any, key: str, reason: str) -> None:
+    """Overwrite the record under ``key`` with an expired one: Prefect's ``ResultStore.exists``
+    then says no, the task runs, and its result is written under ``key`` again."""
+    from prefect.logging import get_run_logger
+
+    get_run_logger().info(f"cached result of {task_ctx.task.name} not reused ({reason}): "
+                          "making it again")
+    task_ctx.result_store.write(obj=None, key=key, expiration=_LONG_AGO)
+
+
+_LONG_AGO = datetime(2000, 1, 1, tzinfo=timezone.utc)
+CACHED = dict(cache_policy=MoraCache(), persist_result=True)
+
+
+# ---- the records, as `mora cache ls / clear` show and remove them ------------------------------
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """One cache record in Prefect's local result storage."""
+
+    name: str
+    written: datetime
+    size: int
+    expired: bool
+    artifacts: tuple[str, ...]  # the store keys its result points at (none: unreadable or none)
+
+
+def records_folder() -> Path:
+    """Where Prefect keeps task results, cache records among them: the local result storage
+    (``PREFECT_LOCAL_STORAGE_PATH``). A storage block configured for results is not read here."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK
+
+    block = PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK.value()
+    if block:
+        raise MoraError(f"results are kept in the storage block '{block}' "
+                        "(PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK): manage its mora-cache-* "
+                        "records there")
+    return Path(PREFECT_LOCAL_STORAGE_PATH.value()).expanduser()
+
+
+def cache_records() -> list[CacheRecord]:
+    """Every cache record, oldest first."""
+    from prefect.results import ResultRecord
+
+    from storage.keys import generated_keys
+
+    folder = records_folder()
+    found = []
+    for path in folder.glob(RECORD_PREFIX + "*") if folder.is_dir() else ():
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # cleared meanwhile
+            continue
+        try:
+            record = ResultRecord.deserialize(path.read_bytes())
+            expiration = record.metadata.expiration
+            expired = expiration is not None and expiration < datetime.now(timezone.utc)
+            artifacts = tuple(generated_keys(record.result))
+        except Exception:  # written by other code, or its classes are gone: unreadable
+            expired, artifacts = True, ()
+        found.append(CacheRecord(path.name, datetime.fromtimestamp(stat.st_mtime, timezone.utc),
+                                 stat.st_size, expired, artifacts))
+    return sorted(found, key=lambda r: (r.written, r.name))
+
+
+def clear_cache(older_than_s: float | None = None) -> list[CacheRecord]:
+    """Remove the cache records written more than ``older_than_s`` seconds ago (None: all);
+    returns them. The artifacts stay in the store; the next run makes what it needs anew."""
+    now = datetime.now(timezone.utc)
+    removed = []
+    for record in cache_records():
+        if older_than_s is None or (now - record.written).total_seconds() > older_than_s:
+            (records_folder() / record.name).unlink(missing_ok=True)
+            removed.append(record)
+    return removed
