@@ -22,6 +22,7 @@ from pathlib import Path
 
 from configs.settings import mora_home
 
+TINY_PREFIX = "tiny:"  # a model of the offline tiny zoo (agents/tiny/zoo.py)
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _HUB_ID_RE = re.compile(r"[\w.-]+/[\w.-]+")
 _LOCK = threading.Lock()
@@ -32,12 +33,10 @@ _CHUNK = 8 << 20
 
 def model_identity(model: str, revision: str | None = None) -> str:
     """The identity of the weights ``model`` (a profile's ``model:`` value) names."""
-    from agents.loading import TINY_PREFIX
-
     if model.startswith(TINY_PREFIX):
-        from agents.loading import resolve_weights
+        from agents.tiny import ensure_tiny_model
 
-        return "tiny:" + folder_fingerprint(Path(resolve_weights(model)))
+        return TINY_PREFIX + folder_fingerprint(ensure_tiny_model(model[len(TINY_PREFIX):]))
     path = Path(model).expanduser()
     if path.is_dir():
         return "folder:" + folder_fingerprint(path)

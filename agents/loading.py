@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.cache import MODEL_CACHE, ModelCache
+from agents.identity import TINY_PREFIX, model_identity
 from configs.schema import PipelineSpec, Profile, TextTowerSpec
 from configs.errors import MoraError
 
 if TYPE_CHECKING:
     import torch
 
-TINY_PREFIX = "tiny:"
 ALLOW_PICKLE_ENV = "MORA_ALLOW_PICKLE"  # "1": also load .bin/.pt/.ckpt weights (they unpickle)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SAFE_SUFFIX = ".safetensors"
@@ -141,8 +141,6 @@ def model_key(spec: PipelineSpec, weights: str, runtime: Runtime) -> tuple:
     change the shared modules (hooks, VAE tiling, attention processors); so is the weights'
     identity (agents/identity.py): a model retrained at the same path is loaded anew, also by a
     long-lived ``mora worker``."""
-    from agents.identity import model_identity
-
     return ("pipelines", weights, model_identity(spec.model, spec.revision), spec.revision,
             spec.variant, runtime.device, runtime.dtype, spec.offload, spec.vae_slicing,
             spec.vae_tiling, spec.attention_slicing, spec.without)
@@ -252,8 +250,6 @@ def load_text_tower(spec: PipelineSpec, runtime: Runtime, cache: ModelCache = MO
                         "text_tower: {model: laion/CLIP-ViT-H-14-laion2B-s32B-b79K} for SVD-XT) "
                         "or use modulation 'random' or 'off'")
     weights = resolve_weights(tower.model)
-    from agents.identity import model_identity
-
     key = ("text_tower", weights, model_identity(tower.model, tower.revision), tower.subfolder,
            tower.revision, runtime.device, runtime.dtype)
     return cache.get(key, lambda: _text_tower_from_pretrained(tower, weights, runtime))

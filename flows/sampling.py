@@ -42,8 +42,7 @@ class SampleJob(BaseModel, frozen=True):
 @flow(name="sample-candidates", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def sample_prompts(config: TrainingConfig, store: str, ctx: RunContext, jobs: list[SampleJob],
                    weights_key: str | None = None, refresh: bool = False) -> list[CandidateSet]:
-    """A training round's candidate videos for a batch of prompts (the unit a worker takes);
-    ``refresh``: the round's (tasks/cache.py reads it from the flow's parameters)."""
+    """A training round's candidate videos for a batch of prompts (the unit a worker takes)."""
     profile = load_profile(config.profile)
     futures = [sample_candidates.submit(profile, config, store, ctx, job.prompt_index,
                                         job.prompt, job.seeds, weights_key) for job in jobs]

@@ -31,14 +31,18 @@ import functools
 import hashlib
 import importlib.metadata
 import importlib.util
+import fcntl
 import os
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect.cache_policies import INPUTS, CachePolicy
+from prefect.locking.protocol import LockManager
 
 from configs.errors import MoraError
 from configs.settings import cache_enabled
@@ -112,13 +116,120 @@ def dependencies(inputs: dict[str, Any]) -> dict[str, Any]:
     return deps
 
 
+class ProcessLocks(LockManager):
+    """Locks for Prefect's SERIALIZABLE isolation that the kernel drops when their process dies:
+    ``fcntl.flock`` on a file per key in ``<records folder>/.locks``.
+
+    With them, two runs asking for one stage at once do it once: one makes it, the other waits
+    for its lock and then finds the record (Prefect's transaction checks for a record after it
+    holds the lock). Prefect's ``FileSystemLockManager`` would do the same, but its lock has no
+    expiry unless a hold timeout is given, and a transaction gives none: a run killed mid-stage
+    would leave the stage locked for ever, and the rerun that should resume it would wait.
+    Locks coordinate the processes of one machine (or of a filesystem whose flock works across
+    machines, as the result storage must be shared between them anyway)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[str, int]] = {}  # key -> (holder, open file descriptor)
+        self._guard = threading.Lock()
+
+    def __reduce__(self):
+        # Pickled with a task handed to another process (Prefect ships the result store along),
+        # it arrives as that process's own instance: locks belong to the process that holds them.
+        return (_process_locks, ())
+
+    @staticmethod
+    def _path(key: str) -> Path:
+        folder = records_folder() / ".locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{key}.lock"
+
+    def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
+                     hold_timeout: float | None = None) -> bool:
+        with self._guard:
+            if key in self._held and self._held[key][0] == holder:
+                return True
+        fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() > deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.1)
+        with self._guard:
+            self._held[key] = (holder, fd)
+        return True
+
+    async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
+                            hold_timeout: float | None = None) -> bool:
+        from anyio import to_thread
+
+        return await to_thread.run_sync(self.acquire_lock, key, holder, acquire_timeout,
+                                        hold_timeout)
+
+    def release_lock(self, key: str, holder: str) -> None:
+        with self._guard:
+            if self._held.get(key, ("",))[0] != holder:
+                raise ValueError(f"No lock held by {holder} for transaction with key {key}")
+            _, fd = self._held.pop(key)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def is_locked(self, key: str) -> bool:
+        with self._guard:
+            if key in self._held:
+                return True
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def is_lock_holder(self, key: str, holder: str) -> bool:
+        with self._guard:
+            return self._held.get(key, ("",))[0] == holder
+
+    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_locked(key):
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        from anyio import to_thread
+
+        return await to_thread.run_sync(self.wait_for_lock, key, timeout)
+
+
+LOCKS = ProcessLocks()  # one per process: it knows which locks this process holds
+
+
+def _process_locks() -> ProcessLocks:
+    return LOCKS
+
+
 @dataclass
 class MoraCache(CachePolicy):
     """Prefect's INPUTS (or ``inputs_key(inputs)``, for a task cached on what its inputs hold
     rather than on how they are named), plus the task, the code, the models and the store; a
-    hit whose artifacts are gone from the store is expired, so the task runs again."""
+    hit whose artifacts are gone from the store is expired, so the task runs again. Two runs
+    asking for one stage at once make it once (SERIALIZABLE, with :class:`ProcessLocks`)."""
 
     inputs_key: Callable[[dict[str, Any]], str | None] | None = None
+    isolation_level: Literal["READ_COMMITTED", "SERIALIZABLE"] | None = "SERIALIZABLE"
+    lock_manager: LockManager | None = field(default_factory=lambda: LOCKS)
 
     def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
                     **kwargs: Any) -> str | None:
@@ -188,9 +299,12 @@ def _expire(task_ctx: Any, key: str, reason: str) -> None:
     then says no, the task runs, and its result is written under ``key`` again."""
     from prefect.logging import get_run_logger
 
+    try:
+        task_ctx.result_store.write(obj=None, key=key, expiration=_LONG_AGO)
+    except RuntimeError:  # locked: another run is making this stage anew right now
+        return
     get_run_logger().info(f"cached result of {task_ctx.task.name} not reused ({reason}): "
                           "making it again")
-    task_ctx.result_store.write(obj=None, key=key, expiration=_LONG_AGO)
 
 
 _LONG_AGO = datetime(2000, 1, 1, tzinfo=timezone.utc)

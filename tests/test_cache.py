@@ -283,3 +283,27 @@ def _logs_of_last_failed_run() -> list[str]:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
             any_=[run.id])))
     return [log.message for log in logs]
+
+
+# ---- two runs at once ------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_two_runs_with_the_same_inputs_at_once_make_each_stage_once(tmp_path, session_server_env):
+    """Prefect's SERIALIZABLE isolation with tasks/cache.py's process locks: one run makes each
+    stage, the other waits for it and reuses it; the store holds one set of videos."""
+    store = tmp_path / "store"
+    argv = [sys.executable, "-c", "import mora.cli; mora.cli.main()", "t2v", PROMPT, "--seed",
+            "29", "--store", str(store)]
+    runs = [subprocess.Popen(argv, env=session_server_env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
+    keys = {next(line.split()[2] for line in out.splitlines() if line.startswith("store key:"))
+            for out, _ in outputs}
+    assert len(keys) == 1  # both name the same video
+    videos = open_store(str(store)).list("video/")
+    assert len([k for k in videos if k.endswith(".mp4")]) == 2  # one clip and its final video
+    assert len([k for k in open_store(str(store)).list("image/")
+                if open_store(str(store)).read_provenance(k).params.get("stage")
+                == "first_frame"]) == 1

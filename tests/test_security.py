@@ -223,7 +223,7 @@ EVIL_KEYS = ["../escape.txt", "a/../../escape.txt", "/etc/escape.txt", "a\\..\\e
 def test_store_keys_from_users_are_refused_everywhere(key, tmp_path, monkeypatch):
     from storage import Provenance, open_store
     from storage.inputs import read_input
-    from tasks.inputs import _content_cache_key
+    from tasks.inputs import _content_key
 
     root = tmp_path / "inside" / "store"
     root.mkdir(parents=True)
@@ -236,8 +236,8 @@ def test_store_keys_from_users_are_refused_everywhere(key, tmp_path, monkeypatch
         read_input(f"store://{key}", store, "video")
     with pytest.raises(MoraError):
         store.get_bytes(key)
-    assert _content_cache_key(None, {"store_url": store.url, "source": f"store://{key}",
-                                     "kind": "video"}) is None
+    assert _content_key({"store_url": store.url, "source": f"store://{key}",
+                         "kind": "video"}) is None
     assert tree(tmp_path) == before
 
 
