@@ -245,26 +245,38 @@ def test_cache_bad_input_is_one_line(argv, message, monkeypatch, tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_store_failing_mid_run_prints_one_line_and_the_run_log_keeps_the_traceback(
-        tmp_path, session_server_env):
-    """A MoraError inside a task (here: the store cannot take the video, as on a full disk)
-    reaches the console as its one line; the traceback stays in the run's logs."""
-    store = tmp_path / "store"
-    store.mkdir()
-    (store / "video").write_text("not a folder")  # every video write fails, mid-run
-    proc = subprocess.run([sys.executable, "-c", "import mora.cli; mora.cli.main()", "t2v",
-                           PROMPT, "--seed", "28", "--store", str(store)],
-                          env=session_server_env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr + proc.stdout
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot write 'video/")
-    assert "Traceback" in "\n".join(_logs_of_last_failed_run())
+        where, tmp_path, session_server_env, s3_server):
+    """A MoraError inside a task reaches the console as its one line, with no traceback; the
+    traceback stays in the run's logs. local: the store cannot take the video (as on a full
+    disk); s3: the endpoint stops answering the video's uploads mid-run."""
+    from tests.s3faults import FaultProxy
 
-
-    verbose = subprocess.run([sys.executable, "-c", "import mora.cli; mora.cli.main()",
-                              "--verbose", "t2v", PROMPT, "--seed", "28", "--store", str(store)],
-                             env=session_server_env, capture_output=True, text=True, timeout=300)
-    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+    env = dict(session_server_env)
+    with FaultProxy(s3_server, rate=1.0, modes=("drop-before",),
+                    match=lambda method, path: method == "PUT" and "/video/" in path) as proxy:
+        if where == "local":
+            store = tmp_path / "store"
+            store.mkdir()
+            (store / "video").write_text("not a folder")  # every video write fails, mid-run
+            url = str(store)
+        else:
+            url = f"s3://mora-test/gone-{tmp_path.name}"
+            env.update(AWS_ENDPOINT_URL_S3=proxy.url, AWS_MAX_ATTEMPTS="2")
+        argv = [sys.executable, "-c", "import mora.cli; mora.cli.main()", "t2v", PROMPT,
+                "--seed", "28", "--store", url]
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr + proc.stdout
+        last = proc.stderr.strip().splitlines()[-1]
+        said = "cannot write 'video/" if where == "local" else "S3 endpoint "
+        assert last.startswith("error: " + said), last
+        assert "Traceback" in "\n".join(_logs_of_last_failed_run())
+        if where == "local":
+            verbose = subprocess.run(argv[:3] + ["--verbose"] + argv[3:], env=env,
+                                     capture_output=True, text=True, timeout=300)
+            assert verbose.returncode == 2 and "Traceback" in verbose.stderr
 
 
 def _logs_of_last_failed_run() -> list[str]:
