@@ -9,6 +9,9 @@ criteria (``agents.judges.CRITERIA``).  Three backends:
   Qwen2-VL or LLaVA-OneVision); URL and model from the spec, key from ``api_key_env``.
 * ``transformers`` — ``Qwen2VLForConditionalGeneration`` or ``LlavaOnevisionForConditionalGeneration``
   from local weights (or ``tiny:judge-qwen2-vl`` / ``tiny:judge-llava-onevision``).
+* ``world`` — for the `shapes` world (configs/world/): reads each candidate back (colour, shape,
+  motion, background) and ranks by adherence to the prompt, a caption of that world's grammar,
+  under the ``world_weighting`` ``look`` or ``move`` (metrics/world.py); deterministic, no model.
 
 Metric weights and the criterion table
 --------------------------------------
@@ -43,7 +46,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator,
 from configs.metric_names import METRIC_NAMES
 from configs.schema import Device, Dtype
 
-JudgeBackend = Literal["metrics", "openai", "transformers"]
+JudgeBackend = Literal["metrics", "openai", "transformers", "world"]
+#: world backend: which attributes of a `shapes` caption count most (metrics/world.py LOOK, MOVE).
+WorldWeighting = Literal["look", "move"]
 JudgeArch = Literal["qwen2_vl", "llava_onevision"]
 
 #: Metrics a judge cannot compute from a candidate alone (they need another video).
@@ -98,6 +103,9 @@ class JudgeSpec(BaseModel):
     structured_output: bool = Field(default=True, description="openai backend: ask for the ranking "
                                     "as JSON against a schema (response_format); endpoints without it "
                                     "are asked again in free text")
+    world_weighting: WorldWeighting | None = Field(default=None, description="world backend: "
+                                                   "look (colour and shape first) or move (motion "
+                                                   "first)")
 
     @field_validator("weights")
     @classmethod
@@ -123,6 +131,9 @@ class JudgeSpec(BaseModel):
             raise ValueError("judge backend 'openai' needs base_url and model")
         if self.backend == "transformers" and not self.model:
             raise ValueError("judge backend 'transformers' needs model")
+        if (self.backend == "world") != (self.world_weighting is not None):
+            raise ValueError("world_weighting (look or move) is for the world backend, and it "
+                             "needs one")
         if self.backend != "transformers" and (self.device is not None or self.dtype is not None):
             raise ValueError(f"device and dtype are for the transformers backend, not {self.backend!r}")
         return self

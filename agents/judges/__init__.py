@@ -16,6 +16,8 @@ Backends (``configs.judges.JudgeSpec``):
   ``frames_per_video`` images).
 * :class:`TransformersVisionJudge` (agents/judges/local_vision.py) — ``Qwen2VLForConditionalGeneration`` /
   ``LlavaOnevisionForConditionalGeneration`` from local weights, loaded once per process.
+* :class:`WorldJudge` (agents/judges/world.py) — adherence to a caption of the `shapes` world,
+  read back from the frames; deterministic.
 
 Vision judges see each candidate as ``frames_per_video`` evenly spaced frames, passed as images
 (video inputs would need torchvision's video processors).  Criteria, ``Judgement`` and the
@@ -44,6 +46,7 @@ from agents.judges.local_vision import TransformersVisionJudge, resolve_judge_we
 from agents.judges.metric import MetricCache, MetricJudge
 from agents.judges.parsing import parse_ranking
 from agents.judges.vision import SYSTEM_PROMPT, OpenAIVisionJudge
+from agents.judges.world import WorldJudge
 from configs.judges import JudgeSpec
 
 if TYPE_CHECKING:
@@ -76,6 +79,8 @@ def make_judge(spec: JudgeSpec, runtime: "Runtime | None" = None, cache: ModelCa
         return MetricJudge(spec)
     if spec.backend == "openai":
         return OpenAIVisionJudge(spec)
+    if spec.backend == "world":
+        return WorldJudge(spec)
     return TransformersVisionJudge(spec, runtime, cache)
 
 
@@ -88,6 +93,7 @@ __all__ = [
     "OpenAIVisionJudge",
     "SYSTEM_PROMPT",
     "TransformersVisionJudge",
+    "WorldJudge",
     "check_candidates",
     "common_best",
     "criterion_text",
