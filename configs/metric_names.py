@@ -17,3 +17,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "tcon",
     "tmean",
 )
+
+#: Measures of the `shapes` world (configs/world/), reported only for a prompt of its grammar and
+#: with kind "world": they are that world's right answers, never VBench numbers.
+WORLD_METRIC_NAMES: tuple[str, ...] = ("shapes_adherence",)

@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from configs.metric_names import METRIC_NAMES
+from configs.metric_names import METRIC_NAMES, WORLD_METRIC_NAMES
 
-MetricKind = Literal["vbench", "proxy", "n/a"]
-_KINDS = ("vbench", "proxy", "n/a")
+MetricKind = Literal["vbench", "proxy", "n/a", "world"]
+_KINDS = ("vbench", "proxy", "n/a", "world")
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,9 @@ class MetricResult:
 
     ``kind`` says how far the number can be compared with published VBench numbers:
     ``"vbench"`` — VBench's own computation; ``"proxy"`` — VBench's (or the paper's) rule with a
-    weight-free stand-in for the network it uses; ``"n/a"`` — not computed (``value`` is None).
+    weight-free stand-in for the network it uses; ``"n/a"`` — not computed (``value`` is None);
+    ``"world"`` — a measure of the `shapes` world (metrics/world.py), comparable with nothing
+    published.
     ``method`` says in words what was done, and what would be needed where nothing was.
     """
 
@@ -33,10 +35,12 @@ class MetricResult:
     kind: MetricKind
 
     def __post_init__(self) -> None:
-        if self.metric not in METRIC_NAMES:
+        if self.metric not in METRIC_NAMES + WORLD_METRIC_NAMES:
             raise ValueError(f"unknown metric name {self.metric!r}")
         if self.kind not in _KINDS:
             raise ValueError(f"kind must be one of {_KINDS}, got {self.kind!r}")
+        if (self.kind == "world") != (self.metric in WORLD_METRIC_NAMES):
+            raise ValueError(f"{self.metric}: kind 'world' is for the shapes world's measures only")
         if self.kind == "n/a":
             if self.value is not None:
                 raise ValueError("an n/a metric carries no value")

@@ -204,7 +204,8 @@ def evaluate_video(
     prev_frames: np.ndarray | None = None,
     next_frames: np.ndarray | None = None,
 ) -> list[MetricResult]:
-    """All twelve metrics for one video, in :data:`METRIC_NAMES` order (configs/metric_names.py).
+    """All twelve metrics for one video, in :data:`METRIC_NAMES` order (configs/metric_names.py),
+    and, for a prompt of the `shapes` world's grammar, that world's adherence (kind "world").
 
     ``tcon`` is computed when ``input_frames`` (the video that ``frames`` extends) is given, and
     ``tmean`` when ``frames`` is a transition and both ``prev_frames`` and ``next_frames`` are
@@ -229,4 +230,21 @@ def evaluate_video(
                   if prev_frames is not None and next_frames is not None else not_available(
                       "tmean", "needs the clips before and after a transition (prev_frames=, next_frames=)")),
     }
-    return [results[name] for name in METRIC_NAMES]
+    found = [results[name] for name in METRIC_NAMES]
+    if prompt is not None and (world := shapes_adherence(frames, prompt)) is not None:
+        found.append(world)
+    return found
+
+
+def shapes_adherence(frames: np.ndarray, prompt: str) -> MetricResult | None:
+    """How well ``frames`` obey ``prompt`` when it is a caption of the `shapes` world's grammar
+    (configs/world/); None for any other prompt."""
+    from .world import LOOK, adherence
+
+    value = adherence(prompt, frames, LOOK)
+    if value is None:
+        return None
+    return MetricResult("shapes_adherence", value, "shapes world: the share of the caption's "
+                        "colour, shape, motion and background read back from the frames "
+                        "(metrics/world.py, weighting 'look'); this world's measure, not VBench's",
+                        "world")

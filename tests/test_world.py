@@ -122,3 +122,31 @@ def test_world_judges_rank_by_adherence_and_refuse_other_prompts():
     with pytest.raises(ValueError, match="world_weighting"):
         JudgeSpec(name="x", backend="metrics", weights={"dynamic_degree": 1.0},
                   world_weighting="look")
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_eval_prints_shapes_adherence_and_a_wrong_colour_scores_lower(tmp_path):
+    """`mora eval VIDEO --prompt CAPTION`: a prompt of the world's grammar adds this world's
+    adherence (kind "world") to the records; through the mp4's lossy encoding too."""
+    import json
+
+    from storage import media
+    from tests.mora_cli import run_cli
+
+    caption = "a blue circle moving right on a light background"
+    files = {}
+    for name, text in (("obeys", caption),
+                       ("red", "a red circle moving right on a light background")):
+        files[name] = tmp_path / f"{name}.mp4"
+        files[name].write_bytes(media.encode_mp4(render(parse(text), seed=4), 8.0))
+    code, out, err = run_cli(["eval", str(files["obeys"]), str(files["red"]), "--prompt",
+                              caption, "--format", "json", "--store", str(tmp_path / "store")],
+                             session_server=True)
+    assert code == 0, err
+    world = {r["video"].rsplit("/", 1)[-1]: r for r in json.loads(out)
+             if r["metric"] == "shapes_adherence"}
+    assert {r["kind"] for r in world.values()} == {"world"}
+    assert world["obeys.mp4"]["value"] == 1.0 > world["red.mp4"]["value"]
+    code, out, _ = run_cli(["eval", str(files["obeys"]), "--prompt", "a red fox", "--format",
+                            "json", "--store", str(tmp_path / "store")], session_server=True)
+    assert code == 0 and "shapes_adherence" not in out  # not a caption of the world
