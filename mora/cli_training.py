@@ -10,8 +10,8 @@ from typing import Any, Optional
 import typer
 
 from configs.errors import MoraError
-from mora.cli_common import (RefreshOpt, SeedOpt, StoreOpt, check_models, checked, checked_store, out,
-                             review_policy, run_flow)
+from mora.cli_common import (RefreshOpt, SeedOpt, StoreOpt, check_models, checked, checked_store,
+                             one_line_errors, out, review_policy, run_flow)
 
 PromptsOpt = typer.Option(None, "--prompts", help="P prompts per round [default: the config's]")
 CandidatesOpt = typer.Option(None, "--candidates", help="C candidates per prompt "
@@ -137,7 +137,11 @@ def worker(
         raise MoraError("mora worker needs a Prefect server: set PREFECT_API_URL")
     from prefect.task_worker import serve
 
+    from configs.settings import cache_enabled
     from tasks.generate import SOP_GPU_TASKS
+
+    cache_enabled()  # a bad MORA_CACHE fails here, not in every task it serves
+    one_line_errors()  # a task's MoraError is one line here too (its run's logs keep the rest)
     from tasks.candidates import sample_candidates
 
     tasks = [*SOP_GPU_TASKS, sample_candidates]

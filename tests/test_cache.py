@@ -240,6 +240,13 @@ def test_cache_bad_input_is_one_line(argv, message, monkeypatch, tmp_path):
     assert not (tmp_path / "mora-store").exists()
 
 
+def test_a_worker_with_a_bad_cache_setting_says_so_before_serving(monkeypatch):
+    monkeypatch.setenv("MORA_CACHE", "sometimes")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # never reached
+    code, _, err = run_cli(["worker"], session_server=True)
+    assert code == 2 and err.strip() == "error: MORA_CACHE must be on or off, got 'sometimes'"
+
+
 # ---- failures read as one line ---------------------------------------------------------------
 
 
