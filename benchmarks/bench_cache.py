@@ -69,9 +69,12 @@ def main() -> None:
           f"{seconds * 1000:.1f} ms")
 
     build_tiny_zoo()
-    inputs = {"profile": load_profile("tiny"), "store_url": "/tmp/mora-bench-store"}
-    dependencies(inputs)
-    seconds, _ = _timed(lambda: dependencies(inputs), reps=20)
+    from storage import open_store
+
+    inputs = {"profile": load_profile("tiny")}
+    store = open_store("/tmp/mora-bench-store")
+    dependencies(inputs, store)
+    seconds, _ = _timed(lambda: dependencies(inputs, store), reps=20)
     print(f"models + store of a tiny-profile task, warm: {seconds * 1000:.2f} ms per task")
 
     print(f"building (or reusing) the random real-size models of {args.profile} "

@@ -27,11 +27,11 @@ which Prefect hands to a ``mora worker`` with the task; Prefect's own
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import importlib.metadata
 import importlib.util
-import fcntl
 import os
 import threading
 import time
@@ -46,6 +46,7 @@ from prefect.locking.protocol import LockManager
 
 from configs.errors import MoraError
 from configs.settings import cache_enabled
+from storage import Store, open_store
 
 # The project's packages (the folders of the repository's layout), whose files are the code.
 PACKAGES = ("agents", "configs", "flows", "metrics", "mora", "storage", "tasks")
@@ -104,15 +105,14 @@ def named_models(value: Any) -> list[tuple[str, str | None]]:
     return sorted(set(found), key=lambda m: (m[0], m[1] or ""))
 
 
-def dependencies(inputs: dict[str, Any]) -> dict[str, Any]:
+def dependencies(inputs: dict[str, Any], store: Store | None = None) -> dict[str, Any]:
     """What besides the inputs' values decides the output: the models they name, by their
-    weights' identity, and the store's identity."""
+    weights' identity, and the identity of ``store`` (the one the task writes to)."""
     from agents.identity import model_identity
-    from storage import open_store
 
     deps: dict[str, Any] = {"models": [model_identity(m, r) for m, r in named_models(inputs)]}
-    if isinstance(inputs.get("store_url"), str):
-        deps["store"] = open_store(inputs["store_url"]).identity
+    if store is not None:
+        deps["store"] = store.identity
     return deps
 
 
@@ -242,13 +242,15 @@ class MoraCache(CachePolicy):
         if values is None:
             return None
         fn = task_ctx.task.fn
+        url = inputs.get("store_url")
+        store = open_store(url) if isinstance(url, str) else None
         key = RECORD_PREFIX + hash_objects(values, f"{fn.__module__}.{fn.__qualname__}",
-                                           code_fingerprint(), dependencies(inputs),
+                                           code_fingerprint(), dependencies(inputs, store),
                                            raise_on_failure=True)
         if flow_parameters.get("refresh") is True:
             _expire_for_refresh(task_ctx, key)
-        elif isinstance(inputs.get("store_url"), str):
-            _expire_if_gone(task_ctx, key, inputs["store_url"])
+        elif store is not None:
+            _expire_if_gone(task_ctx, key, store)
         return key
 
 
@@ -267,19 +269,17 @@ def _expire_for_refresh(task_ctx: Any, key: str) -> None:
         _expire(task_ctx, key, "refresh asked")
 
 
-def _expire_if_gone(task_ctx: Any, key: str, store_url: str) -> None:
-    """Expire the cached record under ``key`` when an artifact its result names is not in the
-    store as recorded; on a good hit, say which run made what is reused."""
+def _expire_if_gone(task_ctx: Any, key: str, store: Store) -> None:
+    """Expire the cached record under ``key`` when an artifact its result names is not in
+    ``store`` as recorded; on a good hit, say which run made what is reused."""
     from prefect.logging import get_run_logger
     from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
-    from storage import open_store
     from storage.keys import generated_keys
 
     result_store = task_ctx.result_store
     if PREFECT_TASKS_REFRESH_CACHE.value() or task_ctx.task.refresh_cache \
             or not result_store.exists(key):
         return
-    store = open_store(store_url)
     makers = set()
     try:
         keys = generated_keys(result_store.read(key).result)
