@@ -188,6 +188,25 @@ def test_refresh_makes_every_stage_anew_and_the_next_run_reuses_that(local_store
     assert generation_calls == [] and after.video == fresh.video
 
 
+def test_the_run_page_says_which_run_made_a_reused_video(local_store):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    def result_page() -> str:
+        with get_client(sync_client=True) as client:
+            [latest] = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["text-to-video-result"])),
+                sort=ArtifactSort.CREATED_DESC, limit=1)
+        return latest.data
+
+    first = text_to_video(prompt=PROMPT, store=local_store, seed=30)
+    assert "| made | in this run |" in result_page()
+    made_by = open_store(local_store).read_provenance(first.video.mp4_key).flow_run_id
+    text_to_video(prompt=PROMPT, store=local_store, seed=30)
+    assert f"| made | reused from the cache: made by flow run {made_by} at " in result_page()
+
+
 def test_cache_off_neither_reads_nor_writes_records(local_store, generation_calls, monkeypatch):
     from tasks.cache import cache_records
 
