@@ -139,16 +139,16 @@ class ProcessLocks(LockManager):
 
     @staticmethod
     def _path(key: str) -> Path:
-        folder = records_folder() / ".locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{key}.lock"
+        return records_folder() / ".locks" / f"{key}.lock"
 
     def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                      hold_timeout: float | None = None) -> bool:
         with self._guard:
             if key in self._held and self._held[key][0] == holder:
                 return True
-        fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o644)
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)  # here only: polls do not write
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
         while True:
             try:
@@ -366,10 +366,10 @@ def cache_records() -> list[CacheRecord]:
 def clear_cache(older_than_s: float | None = None) -> list[CacheRecord]:
     """Remove the cache records written more than ``older_than_s`` seconds ago (None: all);
     returns them. The artifacts stay in the store; the next run makes what it needs anew."""
-    now = datetime.now(timezone.utc)
+    now, folder = datetime.now(timezone.utc), records_folder()
     removed = []
     for record in cache_records():
         if older_than_s is None or (now - record.written).total_seconds() > older_than_s:
-            (records_folder() / record.name).unlink(missing_ok=True)
+            (folder / record.name).unlink(missing_ok=True)
             removed.append(record)
     return removed

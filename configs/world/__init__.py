@@ -156,10 +156,9 @@ def connection_pairs(count: int, seed: int, split: str = "train") -> list[tuple[
     """Pairs of scenes for the connector (clip A, then clip B: another shape, colour or motion
     on the same background, so that a transition has something to do)."""
     rng = random.Random(f"mora-shapes-pairs-{split}-{seed}")
-    firsts = sample_scenes(count, seed, split)
+    scenes = [s for s in all_scenes() if s.held_out == (split == "held_out")]
     pairs = []
-    for first in firsts:
-        pool = [s for s in all_scenes() if s.background == first.background and s != first
-                and s.held_out == (split == "held_out")]
+    for first in sample_scenes(count, seed, split):
+        pool = [s for s in scenes if s.background == first.background and s != first]
         pairs.append((first, rng.choice(pool)))
     return pairs
