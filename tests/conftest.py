@@ -1,7 +1,8 @@
 """Test session set-up: an isolated MORA_HOME and Prefect home, one Prefect test server for all.
 
 The tiny model zoo is built once per session into a temporary MORA_HOME; flows run against a
-single `prefect_test_harness` server (starting one costs ~10 s).
+single `prefect_test_harness` server per test process. Every Prefect server the tests start
+begins from one migrated database the controller builds (tests/prefect_template.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,27 @@ os.environ.pop("MORA_STORE", None)
 from tests.s3server import s3_server, s3_store_url  # noqa: E402,F401  (re-exported fixtures)
 
 
+_TEMPLATE_BUILDER = None
+
+
+def pytest_configure(config):
+    """The controller (or the only process, without xdist) builds the session's migrated Prefect
+    database in the background; the xdist workers it starts next inherit its path."""
+    global _TEMPLATE_BUILDER
+    if not hasattr(config, "workerinput"):
+        from tests.prefect_template import start_building
+
+        _TEMPLATE_BUILDER = start_building(_SESSION_DIR)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_prefect_home():
+    """Temporary servers that CLI subprocesses start use PREFECT_HOME's database: seeded."""
+    from tests.prefect_template import seed
+
+    seed(Path(os.environ["PREFECT_HOME"]) / "prefect.db")
+
+
 def pytest_sessionfinish(session, exitstatus):
     """The suite fails if any process it started outlives it (after the session fixtures, the
     Prefect test server included, were torn down). Every process the tests start inherits this
@@ -34,6 +56,8 @@ def pytest_sessionfinish(session, exitstatus):
     each is reported, then ended."""
     from tests.prefect_server import processes_with_env, stop_leftovers
 
+    if _TEMPLATE_BUILDER is not None:
+        _TEMPLATE_BUILDER.wait()
     leftovers = stop_leftovers([pid for pid in processes_with_env(str(_SESSION_DIR))
                                 if not _ends_with_this_process(pid)])
     if leftovers:
@@ -60,13 +84,24 @@ def _ends_with_this_process(pid: int) -> bool:
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """One temporary Prefect server for the whole session."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
+    """One temporary Prefect server for the whole session (of each xdist worker), on a copy of
+    the migrated database (tests/prefect_template.py)."""
+    from unittest import mock
 
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        with prefect_test_harness(server_startup_timeout=120):
-            yield
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing import utilities
+    from tests.prefect_template import seed
+
+    def seeded_mkdtemp():
+        # prefect_test_harness puts its database at <mkdtemp()>/prefect-test.db
+        folder = tempfile.mkdtemp()
+        seed(Path(folder) / "prefect-test.db")
+        return folder
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
+            mock.patch.object(utilities, "mkdtemp", seeded_mkdtemp), \
+            utilities.prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from tests.prefect_template import seed
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PREFECT = str(BIN / "prefect") if (BIN / "prefect").exists() else "prefect"
@@ -179,7 +181,7 @@ class PrefectServer:
         t0 = time.monotonic()
         self.home.mkdir(parents=True, exist_ok=True)
         self.client_home.mkdir(parents=True, exist_ok=True)
-        fresh_database = _copy_migrated_database(self.home / "prefect.db")
+        seed(self.home / "prefect.db")  # a copy of the session's migrated database
         env = self.env({"PREFECT_UI_ENABLED": "true" if ui else "false", **(extra_env or {})},
                        server=True)
         self.proc = self._popen("server", [PREFECT, "server", "start", "--host", "127.0.0.1",
@@ -190,8 +192,6 @@ class PrefectServer:
                 raise RuntimeError(f"prefect server exited:\n{self.proc.tail()}")
             if self.healthy():
                 self.timings["server_start"] = time.monotonic() - t0
-                if fresh_database:
-                    _keep_migrated_database(self.home / "prefect.db")
                 return self
             time.sleep(0.25)
         raise TimeoutError(f"prefect server not healthy after {timeout} s:\n{self.proc.tail()}")
@@ -256,45 +256,6 @@ class PrefectServer:
         problems += stop_leftovers(self.leftover_pids(), timeout)
         problems += [f"still running after SIGKILL: {pid}" for pid in self.leftover_pids()]
         return problems
-
-
-# A server's database as it is once the server first answers: migrated, block types registered.
-# A fresh `prefect server start` spends ~13 s of CPU, half of it creating that; a copy of it
-# starts in ~7 s. One per test process (pytest-xdist workers each keep their own).
-_MIGRATED_DB: Path | None = None
-
-
-def _copy_migrated_database(target: Path) -> bool:
-    """Put this process's migrated database at ``target`` (a server home with no database yet).
-    True if the server must migrate a fresh one instead (none kept yet): that one is kept."""
-    if target.exists():
-        return False
-    if _MIGRATED_DB is None:
-        return True
-    import shutil
-
-    shutil.copyfile(_MIGRATED_DB, target)
-    return False
-
-
-def _keep_migrated_database(source: Path) -> None:
-    """Snapshot a just-started server's database (SQLite's online backup: consistent while the
-    server runs) as the copy later servers start from."""
-    global _MIGRATED_DB
-    import sqlite3
-    import tempfile
-
-    if _MIGRATED_DB is not None or not source.exists():
-        return
-    import atexit
-
-    fd, path = tempfile.mkstemp(prefix="prefect-migrated-", suffix=".db")
-    os.close(fd)
-    atexit.register(lambda: Path(path).unlink(missing_ok=True))
-    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, \
-            sqlite3.connect(path) as dst:
-        src.backup(dst)
-    _MIGRATED_DB = Path(path)
 
 
 def stop_leftovers(pids: list[int], timeout: float = 15.0) -> list[str]:

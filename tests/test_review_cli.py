@@ -64,17 +64,16 @@ def test_review_bad_input():
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("tiny_zoo")
-def test_t2v_review_ask_on_a_terminal(tmp_path):
-    """The run pauses, the terminal shows the preview path and asks; answers resume the run."""
+def test_t2v_review_ask_on_a_terminal(tmp_path, session_server_env):
+    """The run pauses, the terminal shows the preview path and asks; answers resume the run.
+    (On the session's server: the temporary one is tests/test_local_server.py's subject.)"""
     master, slave = os.openpty()
     out = tmp_path / "ask.mp4"
     stdout = tmp_path / "stdout.txt"
-    # stdout goes to a file: a temporary Prefect server the CLI started may outlive it and keep
-    # an inherited pipe open.
     proc = subprocess.Popen(
         [*MORA, "t2v", "a fox", "--review", "ask", "--store", str(tmp_path / "store"),
          "--out", str(out)], stdin=slave, stdout=stdout.open("w"), stderr=subprocess.PIPE,
-        text=True, env={**os.environ, "COLUMNS": "200"})
+        text=True, env=session_server_env)
     os.set_blocking(proc.stderr.fileno(), False)
     answers = ["edit", "make it night", "approve", "approve"]
     seen, deadline = "", time.monotonic() + 300
