@@ -23,6 +23,7 @@ from pathlib import Path
 from configs.settings import mora_home
 
 TINY_PREFIX = "tiny:"  # a model of the offline tiny zoo (agents/tiny/zoo.py)
+SHAPES_PREFIX = "shapes:"  # a trained model of the shapes zoo (agents/shapes/zoo.py)
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _HUB_ID_RE = re.compile(r"[\w.-]+/[\w.-]+")
 _LOCK = threading.Lock()
@@ -37,6 +38,10 @@ def model_identity(model: str, revision: str | None = None) -> str:
         from agents.tiny import ensure_tiny_model
 
         return TINY_PREFIX + folder_fingerprint(ensure_tiny_model(model[len(TINY_PREFIX):]))
+    if model.startswith(SHAPES_PREFIX):
+        from agents.shapes import shapes_model_dir
+
+        return SHAPES_PREFIX + folder_fingerprint(shapes_model_dir(model[len(SHAPES_PREFIX):]))
     path = Path(model).expanduser()
     if path.is_dir():
         return "folder:" + folder_fingerprint(path)

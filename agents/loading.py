@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.cache import MODEL_CACHE, ModelCache
-from agents.identity import TINY_PREFIX, model_identity
+from agents.identity import SHAPES_PREFIX, TINY_PREFIX, model_identity
 from configs.schema import PipelineSpec, Profile, TextTowerSpec
 from configs.errors import MoraError
 
@@ -56,11 +56,16 @@ class Runtime:
 
 
 def resolve_weights(model: str) -> str:
-    """A local folder for ``tiny:<name>`` (built on demand) and local paths; hub ids pass through."""
+    """A local folder for ``tiny:<name>`` (built on demand), ``shapes:<name>`` (the trained
+    folders of this checkout) and local paths; hub ids pass through."""
     if model.startswith(TINY_PREFIX):
         from agents.tiny import ensure_tiny_model
 
         return str(ensure_tiny_model(model[len(TINY_PREFIX):]))
+    if model.startswith(SHAPES_PREFIX):
+        from agents.shapes import shapes_model_dir
+
+        return str(shapes_model_dir(model[len(SHAPES_PREFIX):]))
     path = Path(model).expanduser()
     if model.startswith((".", "/", "~")) and not path.is_dir():
         raise MoraError(f"model folder '{model}' does not exist")

@@ -1,7 +1,8 @@
 """Prompt enhancer agent (paper A.5): refine a user prompt into one a video model follows well.
 
 Backends: a deterministic template (no model; the tiny profile), any OpenAI-compatible chat
-endpoint (vLLM, Ollama, OpenAI), or a local transformers causal LM.
+endpoint (vLLM, Ollama, OpenAI), a local transformers causal LM, or the `shapes` world's grammar
+(configs/world/: its models were trained on exactly its captions).
 """
 
 from __future__ import annotations
@@ -73,6 +74,28 @@ class TemplateEnhancer:
         rng = random.Random(seed)
         return [f"{rng.choice(bank.SUBJECTS)} {rng.choice(bank.ACTIONS)} "
                 f"{rng.choice(bank.SETTINGS)}, {rng.choice(bank.STYLES)}" for _ in range(n)]
+
+
+class WorldEnhancer:
+    """The `shapes` world's enhancer: a prompt of the world's grammar becomes its canonical
+    caption (what the shapes zoo was trained on, agents/shapes/); anything else is refused in
+    one line. Training prompts are drawn from the world's train split (never a held-out pair)."""
+
+    name = "world"
+
+    def enhance(self, prompt: str) -> str:
+        from configs.world import parse
+
+        scene = parse(check_text("prompt", prompt))
+        if scene is None:
+            raise MoraError(f"prompt {prompt!r} is not a caption of the shapes world (e.g. 'a red "
+                            "circle moving left on a dark background'; configs/world/)")
+        return scene.caption
+
+    def generate(self, n: int, seed: int, examples: Sequence[str] = ()) -> list[str]:
+        from configs.world import sample_scenes
+
+        return [scene.caption for scene in sample_scenes(n, seed)]
 
 
 class ChatEnhancer:
@@ -185,6 +208,8 @@ def make_enhancer(spec: PromptSpec, device: str = "cpu") -> PromptEnhancer:
         return ChatEnhancer(spec)
     if spec.backend == "transformers":
         return TransformersEnhancer(spec, device)
+    if spec.backend == "world":
+        return WorldEnhancer()
     return TemplateEnhancer()
 
 

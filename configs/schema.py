@@ -72,9 +72,10 @@ class PipelineSpec(_Strict):
 
 
 class PromptSpec(_Strict):
-    """The prompt enhancer: a template (no model), an OpenAI-compatible chat endpoint, or a local LM."""
+    """The prompt enhancer: a template (no model), an OpenAI-compatible chat endpoint, a local LM,
+    or the `shapes` world's grammar (``world``: canonical captions, agents/prompt.py)."""
 
-    backend: Literal["template", "openai", "transformers"] = "template"
+    backend: Literal["template", "openai", "transformers", "world"] = "template"
     model: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"

@@ -118,6 +118,15 @@ def check_common(profile: Optional[str], store: Optional[str], seed: int, models
     return profile or default_profile(), store_url, prof
 
 
+def check_prompt_fits(prof, prompt: str) -> None:
+    """A profile whose enhancer accepts only some prompts (``backend: world``: the shapes
+    world's grammar) refuses the others here, before a flow starts."""
+    if prof.prompt.backend == "world":
+        from agents.prompt import WorldEnhancer
+
+        WorldEnhancer().enhance(prompt)
+
+
 def check_models(prof, roles: tuple[str, ...]) -> None:
     """The agents' weights are loadable (offline: in the HF cache; local folders: safetensors)."""
     from agents.loading import check_weights_present

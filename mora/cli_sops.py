@@ -10,8 +10,8 @@ import typer
 
 from configs.errors import MoraError
 from mora.cli_common import (SOURCE_HELP, ProfileOpt, RefreshOpt, SeedOpt, StoreOpt, WeightsOpt,
-                             check_common, checked, checked_out_path, report_video, review_policy,
-                             run_flow)
+                             check_common, check_prompt_fits, checked, checked_out_path,
+                             report_video, review_policy, run_flow)
 
 OutOpt = typer.Option(None, "--out", help="also copy the mp4 here")
 ReviewOpt = typer.Option("auto", "--review", help="auto: never pause; ask: pause after each "
@@ -35,7 +35,8 @@ def t2v(
     checked(Prompt, prompt, "prompt")
     checked(Segments, segments, "--segments")
     out_path = checked_out_path(out_file)
-    profile_name, store_url, _ = check_common(profile, store, seed, weights=weights)
+    profile_name, store_url, prof = check_common(profile, store, seed, weights=weights)
+    check_prompt_fits(prof, prompt)
 
     policy = review_policy(review)
     from flows.text_to_video import text_to_video

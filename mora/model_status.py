@@ -13,6 +13,14 @@ def weights_status(model: str) -> str:
 
         return "built" if (tiny_model_dir(model[len(TINY_PREFIX):]) / "model_index.json").is_file() \
             else "builds on first use"
+    if model.startswith("shapes:"):
+        from agents.shapes import shapes_model_dir
+        from configs.errors import MoraError
+
+        try:
+            return f"trained ({shapes_model_dir(model[len('shapes:'):])})"
+        except MoraError as exc:
+            return f"missing: {exc}"
     if Path(model).expanduser().is_dir():
         return "local folder"
     from huggingface_hub import try_to_load_from_cache

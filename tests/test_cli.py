@@ -42,6 +42,8 @@ def test_help_is_fast_and_lists_commands():
     (["t2v", "a\x01b"], "error: prompt contains control characters"),
     (["t2v", "x" * 2001], "error: prompt is 2001 characters long"),
     (["t2v", "a cat", "--profile", "nope"], "error: unknown profile 'nope'"),
+    (["t2v", "a cat", "--profile", "shapes"],
+     "error: prompt 'a cat' is not a caption of the shapes world"),
     (["t2v", "a cat", "--segments", "0"], "error: --segments must be between 1 and 32"),
     (["t2v", "a cat", "--segments", "-3"], "error: --segments must be between 1 and 32"),
     (["t2v", "a cat", "--segments", "two"], "error: Invalid value for '--segments'"),

@@ -1,0 +1,64 @@
+"""The `shapes` zoo's models before training: the tiny zoo's pipelines (agents/tiny/pipelines.py:
+their tokenizers, text encoders and schedulers, kept random: a denoiser learns whatever
+embedding it is given) with a VAE and a denoiser sized to learn the `shapes` world
+(configs/world/) on two CPU cores in minutes.
+
+Sizes, and why: the world's frames are 64x64 flat colours, but a shape is only 16 px wide, so
+the VAE downsamples 4x (3 levels; 16x16 latents with 4 channels) rather than the real models'
+8x, where a shape would be 2x2 latents; it has no mid-block attention (a convolution sees all
+a flat-colour frame needs, and trains ~2x faster without it). The SD3 transformer then has
+8x8 = 64 patches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.tiny.built import SEED
+
+LATENT_CHANNELS = 4
+VAE_CHANNELS = (16, 32, 32)  # 3 levels: 4x spatial downsampling
+SD3_LAYERS, SD3_HEADS, SD3_HEAD_DIM = 4, 4, 16
+
+
+def untrained(name: str) -> Any:
+    """A freshly initialised (seeded) pipeline of the shapes zoo: ``sd3``."""
+    import torch
+
+    builders = {"sd3": _sd3}
+    if name not in builders:
+        raise ValueError(f"unknown shapes model {name!r} (known: {', '.join(builders)})")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        return builders[name]()
+
+
+def _vae() -> Any:
+    from diffusers import AutoencoderKL
+
+    levels = len(VAE_CHANNELS)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=VAE_CHANNELS,
+        layers_per_block=1, norm_num_groups=8, latent_channels=LATENT_CHANNELS, sample_size=64,
+        use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False)
+
+
+def _sd3() -> Any:
+    import torch
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    from agents.tiny.pipelines import build_pipeline
+
+    tiny = build_pipeline("sd3")  # tokenizers, CLIP x2 + T5 text encoders, flow-match scheduler
+    vae = _vae()
+    torch.manual_seed(SEED + 1)
+    transformer = SD3Transformer2DModel(
+        sample_size=64 // 2 ** (len(VAE_CHANNELS) - 1), patch_size=2,
+        in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, num_layers=SD3_LAYERS,
+        attention_head_dim=SD3_HEAD_DIM, num_attention_heads=SD3_HEADS,
+        joint_attention_dim=tiny.text_encoder_3.config.d_model,
+        caption_projection_dim=SD3_HEADS * SD3_HEAD_DIM,
+        pooled_projection_dim=2 * tiny.text_encoder.config.projection_dim,
+        pos_embed_max_size=64)
+    return StableDiffusion3Pipeline(**{**tiny.components, "vae": vae, "transformer": transformer})
