@@ -41,12 +41,13 @@ def pytest_configure(config):
         _TEMPLATE_BUILDER = start_building(_SESSION_DIR)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _migrated_prefect_home():
-    """Temporary servers that CLI subprocesses start use PREFECT_HOME's database: seeded."""
+def pytest_runtest_setup(item):
+    """Temporary servers that CLI subprocesses start use PREFECT_HOME's database: seeded with
+    the template once it is built, never waiting for it (the first tests need no server; a
+    temporary server that comes before the template migrates its own database)."""
     from tests.prefect_template import seed
 
-    seed(Path(os.environ["PREFECT_HOME"]) / "prefect.db")
+    seed(Path(os.environ["PREFECT_HOME"]) / "prefect.db", wait=False)
 
 
 def pytest_sessionfinish(session, exitstatus):

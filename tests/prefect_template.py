@@ -56,12 +56,12 @@ def template(timeout: float = 180.0) -> Path | None:
     return path
 
 
-def seed(target: Path) -> bool:
+def seed(target: Path, wait: bool = True) -> bool:
     """Copy the template to ``target`` (a server's database file that does not exist yet).
-    False if ``target`` exists or there is no template."""
+    False if ``target`` exists or there is no template (``wait=False``: none built yet)."""
     if target.exists():
         return False
-    source = template()
+    source = template() if wait else template(timeout=0)
     if source is None:
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
