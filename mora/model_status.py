@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TINY_PREFIX = "tiny:"
+from agents.identity import SHAPES_PREFIX, TINY_PREFIX
 
 
 def weights_status(model: str) -> str:
@@ -13,12 +13,12 @@ def weights_status(model: str) -> str:
 
         return "built" if (tiny_model_dir(model[len(TINY_PREFIX):]) / "model_index.json").is_file() \
             else "builds on first use"
-    if model.startswith("shapes:"):
+    if model.startswith(SHAPES_PREFIX):
         from agents.shapes import shapes_model_dir
         from configs.errors import MoraError
 
         try:
-            return f"trained ({shapes_model_dir(model[len('shapes:'):])})"
+            return f"trained ({shapes_model_dir(model[len(SHAPES_PREFIX):])})"
         except MoraError as exc:
             return f"missing: {exc}"
     if Path(model).expanduser().is_dir():

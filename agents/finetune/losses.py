@@ -46,7 +46,7 @@ SVD_FPS = 7  # ... its fps default
 MODE_SCALE = 1.29  # train_dreambooth_sd3.py's --mode_scale default
 
 
-def _pixels(array: np.ndarray) -> torch.Tensor:
+def to_pixels(array: np.ndarray) -> torch.Tensor:
     """uint8 ...×H×W×3 -> float ...×3×H×W in [-1, 1]."""
     tensor = torch.from_numpy(np.ascontiguousarray(array)).float() / 127.5 - 1.0
     return tensor.movedim(-1, -3)
@@ -108,7 +108,7 @@ class _SD3Trainer(_FlowTrainer):
         pipe = self.pipe
         text, _, pooled, _ = pipe.encode_prompt(sample.prompt, None, None, device=self.device,
                                                 do_classifier_free_guidance=False, max_sequence_length=256)
-        image = _pixels(sample.target)[None].to(self.device, pipe.vae.dtype)
+        image = to_pixels(sample.target)[None].to(self.device, pipe.vae.dtype)
         latents = pipe.vae.encode(image).latent_dist.mode()
         latents = (latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
         return {"x0": latents.float(), "text": text.float(), "pooled": pooled.float()}
@@ -142,7 +142,7 @@ class _WanTrainer(_FlowTrainer):
         last = Image.fromarray(sample.target[-1]) if two_frames else None
         image_embeds = pipe.encode_image([sample.first_frame, last] if two_frames else sample.first_frame,
                                          self.device)
-        video = _pixels(sample.target).movedim(0, 1)[None].to(self.device, pipe.vae.dtype)  # 1×3×T×H×W
+        video = to_pixels(sample.target).movedim(0, 1)[None].to(self.device, pipe.vae.dtype)  # 1×3×T×H×W
         vae = pipe.vae
         latents = vae.encode(video).latent_dist.mode().float()
         mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
@@ -185,7 +185,7 @@ class _SVDTrainer:
         frames, height, width = sample.target.shape[:3]
         image = pipe._encode_image(sample.first_frame, self.device, 1, False)
         vae = pipe.vae
-        pixels = _pixels(sample.target).to(self.device, vae.dtype)  # T×3×H×W
+        pixels = to_pixels(sample.target).to(self.device, vae.dtype)  # T×3×H×W
         latents = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in pixels.split(8)])
         x0 = (latents.float() * vae.config.scaling_factor)[None]  # 1×T×C×h×w
         first = pipe.video_processor.preprocess(sample.first_frame, height=height, width=width)

@@ -50,12 +50,6 @@ def world_frames(count: int, seed: int, split: str = "train") -> tuple[list[Scen
                              for i, s in enumerate(scenes)])
 
 
-def _pixels(frames: np.ndarray):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(frames)).float().movedim(-1, 1) / 127.5 - 1.0
-
-
 def train_vae(vae: Any, frames: np.ndarray, recipe: VaeRecipe, seed: int = 0,
               on_step: Callable[[int, float], None] | None = None) -> list[float]:
     """Train ``vae`` (an ``AutoencoderKL``) in place on ``frames`` (N x H x W x 3 uint8), then
@@ -63,7 +57,9 @@ def train_vae(vae: Any, frames: np.ndarray, recipe: VaeRecipe, seed: int = 0,
     import torch
     from diffusers.optimization import get_scheduler
 
-    pixels = _pixels(frames)
+    from agents.finetune.losses import to_pixels
+
+    pixels = to_pixels(frames)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
     schedule = get_scheduler("cosine", optimizer, num_warmup_steps=recipe.warmup_steps,
@@ -99,9 +95,11 @@ def vae_rates(vae: Any, frames: np.ndarray, scenes: list[Scene]) -> dict[str, fl
     """How often a reconstructed frame still reads as its scene (colour, shape, background)."""
     import torch
 
+    from agents.finetune.losses import to_pixels
+
     with torch.no_grad():
         out = torch.cat([vae.decode(vae.encode(chunk).latent_dist.mode()).sample
-                         for chunk in _pixels(frames).split(256)])
+                         for chunk in to_pixels(frames).split(256)])
     decoded = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(1, -1).numpy()
     return _rates(scenes, decoded)
 
