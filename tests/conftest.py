@@ -50,6 +50,7 @@ def pytest_runtest_setup(item):
     seed(Path(os.environ["PREFECT_HOME"]) / "prefect.db", wait=False)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's, which shuts the workers down
 def pytest_sessionfinish(session, exitstatus):
     """The suite fails if any process it started outlives it (after the session fixtures, the
     Prefect test server included, were torn down). Every process the tests start inherits this
@@ -59,6 +60,9 @@ def pytest_sessionfinish(session, exitstatus):
 
     if _TEMPLATE_BUILDER is not None:
         _TEMPLATE_BUILDER.wait()
+    controller = not hasattr(session.config, "workerinput")
+    _wait_for_exits(lambda: [pid for pid in processes_with_env(str(_SESSION_DIR))
+                             if _exiting_now(pid, controller)], timeout=60)
     leftovers = stop_leftovers([pid for pid in processes_with_env(str(_SESSION_DIR))
                                 if not _ends_with_this_process(pid)])
     if leftovers:
@@ -70,6 +74,31 @@ def pytest_sessionfinish(session, exitstatus):
             for line in leftovers:
                 reporter.write_line(f"  {line}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _exiting_now(pid: int, controller: bool) -> bool:
+    """A process that ends on its own once the session's workers have: in the controller, an
+    xdist worker of this run (pytest-xdist's own sessionfinish shut it down just before this
+    hook); anywhere, another process's multiprocessing resource tracker (it reads a pipe from its
+    parent and exits at EOF, multiprocessing/resource_tracker.py). Either may still be on its
+    way out when this hook runs: the check waits for that event instead of betting on it (a
+    worker's tracker, a second late, once failed a green suite)."""
+    from tests.prefect_server import cmdline, proc_stat
+
+    fields = proc_stat(pid)
+    if len(fields) < 2 or _ends_with_this_process(pid):
+        return False
+    return ((controller and fields[1] == str(os.getpid()))
+            or "multiprocessing.resource_tracker" in cmdline(pid))
+
+
+def _wait_for_exits(pending, timeout: float) -> None:
+    """Poll until ``pending()`` is empty or ``timeout`` seconds have passed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while pending() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _ends_with_this_process(pid: int) -> bool:

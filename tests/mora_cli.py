@@ -16,15 +16,12 @@ def run_cli(argv: list[str], session_server: bool = False) -> tuple[int, str, st
 
     # Not capsys: a log handler made during the call would keep capsys's stream, closed after
     # the test, and fail every later log line.
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     stdout, stderr = io.StringIO(), io.StringIO()
     saved = sys.argv
     sys.argv = ["mora", *argv]
     try:
-        # as in a user's shell without a Prefect server, whatever server earlier tests started
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
-                temporary_settings({} if session_server else {PREFECT_API_URL: None}):
+                (contextlib.nullcontext() if session_server else _no_api_url()):
             cli.main()
         code = 0
     except SystemExit as exc:
@@ -32,3 +29,27 @@ def run_cli(argv: list[str], session_server: bool = False) -> tuple[int, str, st
     finally:
         sys.argv = saved
     return code, stdout.getvalue(), stderr.getvalue()
+
+
+_WITHOUT_API_URL: dict[int, tuple] = {}  # id(settings) -> (settings, the same without API URL)
+
+
+@contextlib.contextmanager
+def _no_api_url():
+    """As in a user's shell without a Prefect server, whatever server earlier tests started:
+    ``prefect.settings.temporary_settings({PREFECT_API_URL: None})``, with the derived settings
+    made once per settings object. Prefect builds them anew at every call (pydantic-settings
+    reads every source, ~50 ms), which was a quarter of tests/test_bad_input.py's time."""
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.settings import PREFECT_API_URL
+
+    context = get_settings_context()
+    if context.settings.api.url is None:
+        yield
+        return
+    key = id(context.settings)
+    if key not in _WITHOUT_API_URL:  # the source is kept too: its id stays unique
+        _WITHOUT_API_URL[key] = (context.settings, context.settings.copy_with_update(
+            updates={PREFECT_API_URL: None}))
+    with SettingsContext(profile=context.profile, settings=_WITHOUT_API_URL[key][1]):
+        yield
