@@ -107,8 +107,9 @@ def main() -> None:
     for cmdline, seconds in seen.values():
         if "suite_cpu_by_process" in cmdline:
             continue
-        cpu[kind(cmdline)] += seconds
-        count[kind(cmdline)] += 1
+        label = kind(cmdline)
+        cpu[label] += seconds
+        count[label] += 1
     total = sum(cpu.values())
     closing = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
     print(f"{' '.join(command)}\n  {wall / 60:.1f} min wall, exit {result.returncode}: {closing}")
