@@ -41,6 +41,21 @@ def pytest_configure(config):
         _TEMPLATE_BUILDER = start_building(_SESSION_DIR)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's, which adds the group to each node id
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup`` an ``xdist_group`` mark must reach the scheduler as the node
+    id's ``@group`` suffix; pytest 9.2 dropped that suffix without a word (pyproject.toml), and
+    every worker then started its own copy of the browser tests' server. Refuse to run so."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in items
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(f"--dist loadgroup lost the xdist_group of {lost[0]} (and "
+                                f"{len(lost) - 1} more): pytest {pytest.__version__} with this "
+                                "pytest-xdist does not group tests")
+
+
 def pytest_runtest_setup(item):
     """Temporary servers that CLI subprocesses start use PREFECT_HOME's database: seeded with
     the template once it is built, never waiting for it (the first tests need no server; a
