@@ -5,13 +5,31 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import subprocess
 import sys
+from pathlib import Path
+
+
+def mora(*args: str, cwd: str | Path | None = None,
+         session_server: bool = False) -> subprocess.CompletedProcess:
+    """``mora ARGS`` in this process (in ``cwd``), answered as ``subprocess.run`` would: for
+    tests that read what a command prints and returns, where the process is not the subject."""
+    from unittest import mock
+
+    # COLUMNS as the subprocess runs had it: rich reads it at each print when it was unset at
+    # import, so tables are not cut at 80 columns.
+    with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext(), \
+            mock.patch.dict(os.environ, {"COLUMNS": "200"}):
+        code, stdout, stderr = run_cli(list(args), session_server=session_server)
+    return subprocess.CompletedProcess(["mora", *args], code, stdout, stderr)
 
 
 def run_cli(argv: list[str], session_server: bool = False) -> tuple[int, str, str]:
     """``mora ARGV`` in this process: (exit code, stdout, stderr). An exception that escapes
     ``main`` (a traceback for the user) fails the test with that exception. With
-    ``session_server``, flows run on the session's Prefect server (no temporary one)."""
+    ``session_server``, flows run on the session's Prefect server (no temporary one) or on the
+    server of the caller's ``PrefectServer.api_settings()``."""
     from mora import cli
 
     # Not capsys: a log handler made during the call would keep capsys's stream, closed after

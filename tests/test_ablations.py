@@ -8,7 +8,7 @@ from flows.ablations import ablations
 from metrics.paper_tables import TABLE5
 from storage import open_store
 from tasks.training import read_dataset
-from tests.test_cli import run
+from tests.mora_cli import mora
 from tests.test_training import write_config
 
 VARIANTS = {v.name: v for v in PAPER_VARIANTS}
@@ -77,10 +77,11 @@ def test_variants_are_validated():
 
 
 @pytest.mark.integration
-def test_ablate_prints_table5(tmp_path, tiny_zoo, session_server_env):
+@pytest.mark.usefixtures("prefect_server")
+def test_ablate_prints_table5(tmp_path, tiny_zoo):
     config = write_config(tmp_path, prompts=1, held_out_prompts=["a koi pond at dawn"])
-    result = run("ablate", "--variants", "full,no-modulation", "--config", config,
-                 "--store", str(tmp_path / "store"), cwd=tmp_path, env=session_server_env)
+    result = mora("ablate", "--variants", "full,no-modulation", "--config", config,
+                  "--store", str(tmp_path / "store"), cwd=tmp_path, session_server=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "### Mora, Table 5 (ablation, text-to-video)" in result.stdout
     assert "| Mora w/o Self-modulated [no-modulation] | this evaluation |" in result.stdout

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mora_cli import run_cli
+from tests.mora_cli import mora, run_cli
 
 MORA = [sys.executable, "-m", "mora.cli"]
 
@@ -107,24 +107,25 @@ def test_t2v_writes_playable_mp4_and_names_it(tmp_path, tiny_zoo):
 
 
 def test_models_list_and_build_tiny(tiny_zoo):
-    built = run("models", "build-tiny")
+    built = mora("models", "build-tiny")
     assert built.returncode == 0 and "tiny:svd" in built.stdout
-    listed = run("models", "list")
+    listed = mora("models", "list")
     assert listed.returncode == 0
     assert "stabilityai/stable-video-diffusion-img2vid-xt" in listed.stdout
     assert "built" in listed.stdout and "missing" in listed.stdout
 
 
 @pytest.mark.integration
-def test_train_runs_a_round_and_names_its_outputs(tmp_path, tiny_zoo, session_server_env):
+@pytest.mark.usefixtures("prefect_server")
+def test_train_runs_a_round_and_names_its_outputs(tmp_path, tiny_zoo):
     import yaml
 
     from tests.test_training import SMALL
 
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump({**SMALL, "prompts": 1}))
-    result = run("train", "--rounds", "1", "--config", str(config), "--candidates", "2",
-                 "--store", str(tmp_path / "store"), cwd=tmp_path, env=session_server_env)
+    result = mora("train", "--rounds", "1", "--config", str(config), "--candidates", "2",
+                  "--store", str(tmp_path / "store"), cwd=tmp_path, session_server=True)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("train-r1: accepted 1/1, agreement ")

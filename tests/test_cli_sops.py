@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from storage import media
-from tests.mora_cli import run_cli
+from tests.mora_cli import mora, run_cli
 from tests.test_cli import run
 
 BAD_INPUT = [
@@ -100,14 +100,15 @@ def test_bad_input_as_a_process_exits_2_with_one_line(tmp_path):
 
 
 @pytest.mark.integration
-def test_connect_writes_playable_mp4_and_names_it(tmp_path, tiny_zoo, session_server_env):
+@pytest.mark.usefixtures("prefect_server")
+def test_connect_writes_playable_mp4_and_names_it(tmp_path, tiny_zoo):
     ramp = np.arange(64) * 4
     for name, shift in (("a.mp4", 0), ("b.mp4", 96)):
         frames = np.broadcast_to((ramp[None, None, :, None] + shift) % 256, (9, 64, 64, 3))
         (tmp_path / name).write_bytes(media.encode_mp4(frames.astype(np.uint8), 8.0))
     out = tmp_path / "c.mp4"
-    result = run("connect", "a.mp4", "b.mp4", "--out", str(out), "--store",
-                 str(tmp_path / "store"), cwd=tmp_path, env=session_server_env)
+    result = mora("connect", "a.mp4", "b.mp4", "--out", str(out), "--store",
+                  str(tmp_path / "store"), cwd=tmp_path, session_server=True)
     assert result.returncode == 0, result.stderr[-2000:]
     import imageio.v3 as iio
 

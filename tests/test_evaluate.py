@@ -19,7 +19,7 @@ from metrics.paper_tables import TABLE1, TABLE2, TABLE5, paper_markdown
 from storage import open_store
 from tasks.evaluate import vbench_name
 from storage.media import encode_mp4
-from tests.mora_cli import run_cli
+from tests.mora_cli import mora, run_cli
 
 KINDS = {"vbench", "proxy", "n/a"}
 MORA = [sys.executable, "-m", "mora.cli"]
@@ -269,9 +269,10 @@ def test_eval_bad_input_as_a_process_exits_2_with_one_line(tmp_path):
 
 
 @pytest.mark.integration
-def test_eval_json_is_the_spec_records_on_stdout(tmp_path, videos, session_server_env):
-    result = _run("eval", videos[0], "--format", "json", "--prompt", "a box",
-                  "--store", str(tmp_path / "store"), cwd=tmp_path, env=session_server_env)
+@pytest.mark.usefixtures("prefect_server")
+def test_eval_json_is_the_spec_records_on_stdout(tmp_path, videos):
+    result = mora("eval", videos[0], "--format", "json", "--prompt", "a box",
+                  "--store", str(tmp_path / "store"), cwd=tmp_path, session_server=True)
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)
     _check_records(records, [videos[0]])

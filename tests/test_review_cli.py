@@ -9,14 +9,15 @@ import time
 
 import pytest
 
+from tests import mora_cli
 from tests.test_review import ASK, FlowThread, next_pause
 
 MORA = [sys.executable, "-m", "mora.cli"]
 
 
 def mora(*args, env=None):
-    return subprocess.run([*MORA, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    """In this process (tests/mora_cli.py); ``env`` naming PREFECT_API_URL: on that server."""
+    return mora_cli.mora(*args, session_server=bool(env))
 
 
 @pytest.mark.usefixtures("tiny_zoo")

@@ -6,15 +6,13 @@ pause, with the run's name, the stage and the link to its page."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from tests.prefect_server import REPO_ROOT
+from tests.mora_cli import mora
 
 pytestmark = pytest.mark.integration
 
@@ -62,10 +60,9 @@ def test_one_webhook_call_per_review_pause_with_the_run_link(real_server):
     ui = f"http://127.0.0.1:{real_server.port}"
     try:
         real_server.start(timeout=120, extra_env={"PREFECT_UI_URL": ui})
-        made = subprocess.run(
-            [sys.executable, "-m", "mora.cli", "review", "notify",
-             f"http://127.0.0.1:{receiver.server_port}/hook"],
-            cwd=REPO_ROOT, env=real_server.env(), capture_output=True, text=True, timeout=120)
+        with real_server.api_settings():  # in this process (tests/mora_cli.py)
+            made = mora("review", "notify", f"http://127.0.0.1:{receiver.server_port}/hook",
+                        session_server=True)
         assert made.returncode == 0, made.stderr
         assert "automation 'mora-review-waiting'" in made.stdout
 
@@ -106,9 +103,8 @@ def test_one_webhook_call_per_review_pause_with_the_run_link(real_server):
         time.sleep(3)
         assert len(Hooks.calls) == 2  # one per pause, none for the other state changes
 
-        again = subprocess.run([sys.executable, "-m", "mora.cli", "review", "notify", "ftp://x"],
-                               cwd=REPO_ROOT, env=real_server.env(), capture_output=True,
-                               text=True, timeout=120)
+        with real_server.api_settings():
+            again = mora("review", "notify", "ftp://x", session_server=True)
         assert again.returncode == 2
         assert again.stderr.strip() == ("error: the webhook must be an http:// or https:// URL "
                                         "without spaces")
