@@ -15,6 +15,7 @@ import yaml
 from flows.text_to_video import text_to_video
 from storage import open_store
 from tests.prefect_server import REPO_ROOT
+from tests.mora_cli import mora
 from tests.test_training import SMALL
 
 
@@ -87,10 +88,9 @@ def test_round_sampling_fans_out_over_two_gpu_workers(real_server, tiny_zoo, tmp
                                       "sampling": {"engine": "deployment",
                                                    "prompts_per_run": 1}}))
     store = tmp_path / "store"
-    round_run = subprocess.run(
-        [sys.executable, "-m", "mora.cli", "train", "--config", str(config), "--name", "fan",
-         "--store", str(store)], cwd=REPO_ROOT, env=server.env(), capture_output=True,
-        text=True, timeout=360)
+    with server.api_settings():  # the round in this process (tests/mora_cli.py)
+        round_run = mora("train", "--config", str(config), "--name", "fan", "--store",
+                         str(store), session_server=True)
     logs = "\n".join(f"--- {w.name}\n{w.tail(30)}" for w in workers)
     assert round_run.returncode == 0, f"{round_run.stderr[-3000:]}\n{logs}"
 
