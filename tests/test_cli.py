@@ -107,9 +107,9 @@ def test_t2v_writes_playable_mp4_and_names_it(tmp_path, tiny_zoo):
 
 
 def test_models_list_and_build_tiny(tiny_zoo):
-    built = mora("models", "build-tiny")
+    built = run("models", "build-tiny")
     assert built.returncode == 0 and "tiny:svd" in built.stdout
-    listed = mora("models", "list")
+    listed = run("models", "list")
     assert listed.returncode == 0
     assert "stabilityai/stable-video-diffusion-img2vid-xt" in listed.stdout
     assert "built" in listed.stdout and "missing" in listed.stdout
