@@ -15,6 +15,14 @@ import pytest
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="mora-tests-"))
 os.environ["MORA_HOME"] = str(_SESSION_DIR / "mora-home")
+# One tiny zoo for the run: the controller names a folder (its xdist workers inherit the
+# variable) that every process's MORA_HOME/tiny links to. The zoo's lock and atomic rename
+# (agents/tiny/built.py) let the first worker build each model while the others wait: each
+# worker built its own before, 5.5 s of CPU each at the busiest moment of the run.
+_TINY_ZOO = Path(os.environ.setdefault("MORA_TESTS_TINY_ZOO", str(_SESSION_DIR / "tiny-zoo")))
+_TINY_ZOO.mkdir(parents=True, exist_ok=True)
+(_SESSION_DIR / "mora-home").mkdir()
+(_SESSION_DIR / "mora-home" / "tiny").symlink_to(_TINY_ZOO, target_is_directory=True)
 os.environ["PREFECT_HOME"] = str(_SESSION_DIR / "prefect-home")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 # Subprocesses (crash tests, CLI runs) start temporary servers; 20 s is short on a busy 2-core box.
