@@ -8,6 +8,7 @@ begins from one migrated database the controller builds (tests/prefect_template.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -59,9 +60,13 @@ def pytest_collection_modifyitems(config, items):
     lost = [item.nodeid for item in items
             if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
     if lost:
-        raise pytest.UsageError(f"--dist loadgroup lost the xdist_group of {lost[0]} (and "
-                                f"{len(lost) - 1} more): pytest {pytest.__version__} with this "
-                                "pytest-xdist does not group tests")
+        message = (f"--dist loadgroup lost the xdist_group of {lost[0]} (and {len(lost) - 1} "
+                   f"more): pytest {pytest.__version__} with this pytest-xdist does not group "
+                   "tests")
+        # An xdist worker's exception reaches the terminal as an INTERNALERROR without its
+        # text; its own stderr does reach it.
+        print(f"error: {message}", file=sys.__stderr__)
+        raise pytest.UsageError(message)
 
 
 def pytest_runtest_setup(item):
