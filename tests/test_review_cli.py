@@ -9,50 +9,44 @@ import time
 
 import pytest
 
-from tests import mora_cli
+from tests.mora_cli import mora
 from tests.test_review import ASK, FlowThread, next_pause
 
 MORA = [sys.executable, "-m", "mora.cli"]
 
 
-def mora(*args, env=None):
-    """In this process (tests/mora_cli.py); ``env`` naming PREFECT_API_URL: on that server."""
-    return mora_cli.mora(*args, session_server=bool(env))
-
-
 @pytest.mark.usefixtures("tiny_zoo")
 def test_review_commands_answer_a_paused_run(prefect_server, local_store, tmp_path):
-    from prefect.settings import PREFECT_API_URL
-
-    api = {"PREFECT_API_URL": PREFECT_API_URL.value()}
     run = FlowThread(prompt="a windmill at dawn", store=local_store, seed=12, review=ASK)
     run.start()
     pause = next_pause()
-    listed = mora("review", "list", env=api)
+    listed = mora("review", "list", session_server=True)
     assert listed.returncode == 0 and pause.flow_run_id in listed.stdout
     assert "Review: first-frame (try 1 of 3)" in listed.stdout
-    shown = mora("review", "show", pause.flow_run_id, env=api)
+    shown = mora("review", "show", pause.flow_run_id, session_server=True)
     assert shown.returncode == 0 and "first frame" in shown.stdout and ".png" in shown.stdout
     assert "base64" not in shown.stdout and "[inline image/png preview" in shown.stdout
-    saved = mora("review", "show", pause.flow_run_id, "--save", str(tmp_path / "seen"), env=api)
+    saved = mora("review", "show", pause.flow_run_id, "--save", str(tmp_path / "seen"),
+                 session_server=True)
     png = tmp_path / "seen" / f"{pause.flow_run_id}-1.png"
     assert saved.returncode == 0 and f"preview: {png}" in saved.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    bad = mora("review", "edit", pause.flow_run_id, " ", env=api)
+    bad = mora("review", "edit", pause.flow_run_id, " ", session_server=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: instruction is empty"
-    ok = mora("review", "approve", pause.flow_run_id, env=api)
+    ok = mora("review", "approve", pause.flow_run_id, session_server=True)
     assert ok.returncode == 0 and "approve: flow run" in ok.stdout
     segment = next_pause()
     assert "segment-1 (try 1 of 3)" in segment.description
-    saved = mora("review", "show", segment.flow_run_id, "--save", str(tmp_path / "seen"), env=api)
+    saved = mora("review", "show", segment.flow_run_id, "--save", str(tmp_path / "seen"),
+                 session_server=True)
     assert f"preview: {tmp_path / 'seen' / segment.flow_run_id}-1.mp4" in saved.stdout
-    assert mora("review", "regenerate", segment.flow_run_id, env=api).returncode == 0
+    assert mora("review", "regenerate", segment.flow_run_id, session_server=True).returncode == 0
     again = next_pause()
     assert "segment-1 (try 2 of 3)" in again.description
-    assert mora("review", "approve", again.flow_run_id, env=api).returncode == 0
+    assert mora("review", "approve", again.flow_run_id, session_server=True).returncode == 0
     run.join(60)
     assert run.error is None and run.result.video.num_frames == 9
-    late = mora("review", "approve", pause.flow_run_id, env=api)
+    late = mora("review", "approve", pause.flow_run_id, session_server=True)
     assert late.returncode == 2 and "is not waiting for a review (state: Completed)" in late.stderr
 
 
