@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +14,14 @@ def mora(*args: str, cwd: str | Path | None = None,
          session_server: bool = False) -> subprocess.CompletedProcess:
     """``mora ARGS`` in this process (in ``cwd``), answered as ``subprocess.run`` would: for
     tests that read what a command prints and returns, where the process is not the subject."""
-    from unittest import mock
+    import pytest
 
-    # COLUMNS as the subprocess runs had it: rich reads it at each print when it was unset at
-    # import, so tables are not cut at 80 columns.
-    with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext(), \
-            mock.patch.dict(os.environ, {"COLUMNS": "200"}):
+    with pytest.MonkeyPatch.context() as patch:  # contextlib.chdir is Python 3.11+
+        if cwd is not None:
+            patch.chdir(cwd)
+        # COLUMNS as the subprocess runs had it: rich reads it at each print when it was unset
+        # at import, so tables are not cut at 80 columns.
+        patch.setenv("COLUMNS", "200")
         code, stdout, stderr = run_cli(list(args), session_server=session_server)
     return subprocess.CompletedProcess(["mora", *args], code, stdout, stderr)
 
