@@ -8,6 +8,7 @@ begins from one migrated database the controller builds (tests/prefect_template.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -54,10 +55,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """Under ``--dist loadgroup`` an ``xdist_group`` mark must reach the scheduler as the node
     id's ``@group`` suffix; pytest 9.2 dropped that suffix without a word (pyproject.toml), and
-    every worker then started its own copy of the browser tests' server. Refuse to run so.
-    Under xdist, spread the integration tests through the run (``spread_slow_tests``)."""
-    if hasattr(config, "workerinput"):  # every worker orders the same way: xdist checks
-        items[:] = spread_slow_tests(items)
+    every worker then started its own copy of the browser tests' server. Refuse to run so."""
     if not getattr(config.option, "loadgroup", False):
         return
     lost = [item.nodeid for item in items
@@ -70,43 +68,6 @@ def pytest_collection_modifyitems(config, items):
         # text; its own stderr does reach it.
         print(f"error: {message}", file=sys.__stderr__)
         raise pytest.UsageError(message)
-
-
-# Where the last integration test may start, as a share of the other tests: the rest of those
-# (short, in-process) fill the workers' last minutes evenly.
-SLOW_TESTS_WITHIN = 0.65
-
-
-def spread_slow_tests(items: list) -> list:
-    """The integration tests (servers, workers, subprocesses: 10–90 s each) spaced evenly among
-    the other tests, all of them within the first ``SLOW_TESTS_WITHIN`` of the run.
-
-    pytest-xdist hands tests out in collection order (xdist/scheduler/loadscope.py; a group's
-    tests go first). In file order tests/test_workers.py's three longest tests came last and one
-    worker finished 70 s before the others; all integration tests first made them compete with
-    each other for the two cores (benchmarks/README.md, "The test suite"). A test that shares a
-    module-scoped fixture, or an ``xdist_group``, stays where it is: moving it would set the
-    fixture up once more."""
-    def movable(item) -> bool:
-        if not item.get_closest_marker("integration") or item.get_closest_marker("xdist_group"):
-            return False
-        definitions = getattr(item, "_fixtureinfo", None)
-        return not any(d.scope != "function" and d.baseid.startswith(item.nodeid.split("::")[0])
-                       for defs in (definitions.name2fixturedefs.values() if definitions else ())
-                       for d in defs)
-
-    slow = [item for item in items if movable(item)]
-    if not slow:
-        return items
-    rest = [item for item in items if not movable(item)]
-    span = int(len(rest) * SLOW_TESTS_WITHIN)
-    ordered, k = [], 0
-    for position, item in enumerate(rest):
-        while k < len(slow) and k * span <= position * len(slow):
-            ordered.append(slow[k])
-            k += 1
-        ordered.append(item)
-    return ordered + slow[k:]
 
 
 def pytest_runtest_setup(item):
@@ -142,6 +103,10 @@ def pytest_sessionfinish(session, exitstatus):
             for line in leftovers:
                 reporter.write_line(f"  {line}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    # This process's MORA_HOME and PREFECT_HOME (the controller's also holds the run's tiny zoo,
+    # which its workers, finished by now, linked to). A test's own files stay in pytest's
+    # basetemp for a look after a failure.
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 def _exiting_now(pid: int, controller: bool) -> bool:
