@@ -9,6 +9,7 @@ reads them through it); it knows no store backend.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,15 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 MAX_FRAMES = 10_000
 MAX_SIDE = 8192  # a user's image or video frame; larger inputs are refused before decoding
 MAX_DECODED_BYTES = 4 << 30  # decoded frames are held in memory (T×H×W×3 uint8)
+
+# imageio-ffmpeg starts every ffmpeg with ``preexec_fn=os.setpgrp`` (imageio_ffmpeg/_utils.py,
+# ``_popen_kwargs``) so that Ctrl-C does not reach it, and a ``preexec_fn`` makes Python fork()
+# this whole process instead of vfork()-ing it: in a process holding torch and the models that is
+# ~50 ms and ~20 CPU-ms per ffmpeg call, more the bigger the process (a GPU worker), and an mp4
+# write or read is one to three calls (benchmarks/bench_ffmpeg_spawn.py). imageio-ffmpeg's own
+# switch turns it off; Ctrl-C then reaches ffmpeg with the rest of the command, which stops at
+# Ctrl-C anyway. A user's own setting of the variable wins.
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 
 def images_to_array(images: list["Image"]) -> np.ndarray:

@@ -25,6 +25,25 @@ def test_mp4_is_h264_and_decodes_to_same_shape():
     assert frames.shape == (12, 48, 80, 3) and fps == 8.0
 
 
+def test_ffmpeg_starts_without_forking_this_process(monkeypatch):
+    """A ``preexec_fn`` makes Python fork() the whole process for each ffmpeg (~20 CPU-ms in a
+    process holding torch, more with models resident: benchmarks/bench_ffmpeg_spawn.py);
+    storage/media.py turns imageio-ffmpeg's Ctrl-C guard, which sets one, off."""
+    import subprocess
+
+    started = []
+    original = subprocess.Popen.__init__
+
+    def spy(self, args, *rest, **kwargs):
+        started.append((args, kwargs.get("preexec_fn")))
+        original(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", spy)
+    media.decode_video(media.encode_mp4(_frames(), 8.0), ".mp4")
+    ffmpeg = [fn for args, fn in started if "ffmpeg" in str(args[0]).lower()]
+    assert len(ffmpeg) >= 2 and not any(ffmpeg), started
+
+
 def test_odd_sizes_are_padded_for_h264():
     frames, _ = media.decode_video(media.encode_mp4(_frames(h=33, w=35), 8.0), ".mp4")
     assert frames.shape[1:3] == (34, 36)
