@@ -308,7 +308,7 @@ def test_deployed_text_to_video_runs_on_a_process_worker(server, tiny_zoo, tmp_p
                             rf"'s3://{S3_BUCKET}/uploads/none\.png' does not exist at "
                             r"http://127\.0\.0\.1:\d+", missing.state.message), missing.state
 
-        # 7. Stop the worker and the server: everything exits on SIGTERM, nothing is left.
+        # 7. Stop the worker and the server: nothing is left (tests/prefect_server.py, stop).
         t0 = time.monotonic()
         problems = server.stop()
         phase("stop worker + server", t0)
