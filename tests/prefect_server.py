@@ -125,8 +125,9 @@ class Proc:
 # `prefect worker start` answers SIGTERM by sending itself SIGINT and then, after some runs
 # (a submission aborted because another worker took the run, a cancelled run), never prints
 # "Worker ... stopped!": tests/test_workers.py's fan-out and tests/test_review_cancel.py waited
-# the full 15 + 15 s per worker in every run of session 12 (61 s and 31 s teardowns, quiet). A
-# test's workers hold nothing it reads after it, so they get a short grace, then SIGKILL.
+# the full 15 + 15 s per worker in two quiet fresh-clone runs (61 s and 31 s teardowns,
+# benchmarks/README.md "Session 12"). A test's workers hold nothing it reads after it, so they
+# get a short grace, then SIGKILL.
 WORKER_GRACE = 3.0
 
 
