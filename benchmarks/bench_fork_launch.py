@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -132,6 +133,7 @@ def main() -> None:
         print(f"reproduce: {sys.executable} benchmarks/bench_fork_launch.py --reps {opts.reps}")
     finally:
         subprocess.run([*command, "server", "stop"], env=env, timeout=120, capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)  # on success only: a failure names a log in it
 
 
 if __name__ == "__main__":

@@ -247,8 +247,8 @@ class PrefectServer:
         workers, and flow-run processes (a worker starts those in sessions of their own)."""
         return processes_with_env(str(self.root) + os.sep)  # every env path is root/…
 
-    def stop(self, timeout: float = 15.0, worker_grace: float = WORKER_GRACE) -> list[str]:
-        """Stop workers (SIGKILL after ``worker_grace``), then the server (after ``timeout``),
+    def stop(self, timeout: float = 15.0) -> list[str]:
+        """Stop workers (SIGKILL after ``WORKER_GRACE``), then the server (after ``timeout``),
         then any straggler; return what could not be stopped or was left behind.
 
         Idempotent. An empty list means nothing is left."""
@@ -256,7 +256,7 @@ class PrefectServer:
         problems = []
         for proc in [*reversed(self.workers), *([self.proc] if self.proc else [])]:
             try:
-                proc.stop(worker_grace if proc is not self.proc else timeout)
+                proc.stop(WORKER_GRACE if proc is not self.proc else timeout)
             except RuntimeError as exc:  # keep stopping the others
                 problems.append(str(exc))
         self.workers.clear()
