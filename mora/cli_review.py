@@ -279,14 +279,22 @@ def pending_review(flow_run_id: str, wait_s: float = 10.0) -> PendingReview:
 
 def answer_review(flow_run_id: str, decision: ReviewDecision | CandidateDecision) -> None:
     """Resume a paused run with the reviewer's decision (what the UI's Resume form does)."""
-    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError, PrefectHTTPStatusError
     from prefect.flow_runs import resume_flow_run
+    from prefect.settings import PREFECT_CLIENT_RETRY_EXTRA_CODES, temporary_settings
 
     pending_review(flow_run_id)  # a clear error for unknown or running runs
+    # On SQLite the server can refuse a resume outright ("database is locked", HTTP 500; README
+    # "Its database is SQLite"); the run stays paused, so Prefect's client sends it again.
+    retry_codes = {*PREFECT_CLIENT_RETRY_EXTRA_CODES.value(), 500}
     try:
-        resume_flow_run(_uuid(flow_run_id), run_input=decision.model_dump(mode="json"))
+        with temporary_settings({PREFECT_CLIENT_RETRY_EXTRA_CODES: retry_codes}):
+            resume_flow_run(_uuid(flow_run_id), run_input=decision.model_dump(mode="json"))
     except (NotPausedError, FlowPauseTimeout, RuntimeError) as exc:
         raise MoraError(f"cannot resume flow run {flow_run_id}: {exc}") from None
+    except PrefectHTTPStatusError as exc:
+        raise MoraError(f"cannot resume flow run {flow_run_id}: the server answered HTTP "
+                        f"{exc.response.status_code} (its log says why); try again") from None
 
 
 def _is_review(run) -> bool:

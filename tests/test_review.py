@@ -137,3 +137,57 @@ def test_invalid_answers_are_refused():
         answer_review("not-a-uuid", ReviewDecision())
     with pytest.raises(MoraError, match="no flow run"):
         answer_review("00000000-0000-0000-0000-000000000000", ReviewDecision())
+
+
+@pytest.fixture
+def resume_answers_500(monkeypatch):
+    """The server refuses the next ``count[0]`` resumes with HTTP 500, as SQLite's "database is
+    locked" makes it do (README "Its database is SQLite"); below Prefect's client and its
+    retries, so those run as they do against the real refusal."""
+    import httpx
+
+    count, sent = [1], []
+    real_send = httpx.Client.send
+
+    def send(self, request, *args, **kwargs):
+        if request.method == "POST" and request.url.path.endswith("/resume"):
+            sent.append(request.url.path)
+            if count[0] > 0:
+                count[0] -= 1
+                return httpx.Response(500, json={"exception_message": "Internal Server Error"},
+                                      request=request)
+        return real_send(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "send", send)
+    return count, sent
+
+
+def test_a_resume_the_server_refuses_once_is_sent_again(local_store, resume_answers_500):
+    count, sent = resume_answers_500
+    run = FlowThread(prompt="a lighthouse at dusk", store=local_store, seed=12, review=ASK)
+    run.start()
+    answer(next_pause(), action="approve")  # refused once, sent again by the client
+    assert len(sent) == 2 and count[0] == 0
+    answer(next_pause(), action="approve")
+    run.join(60)
+    assert run.error is None
+
+
+def test_a_resume_the_server_keeps_refusing_is_one_line(local_store, resume_answers_500):
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    count, sent = resume_answers_500
+    count[0] = 10**6
+    run = FlowThread(prompt="a harbour crane", store=local_store, seed=13, review=ASK)
+    run.start()
+    pause = next_pause()
+    with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 1}), pytest.raises(
+            MoraError, match=r"^cannot resume flow run [0-9a-f-]+: the server answered HTTP 500 "
+                             r"\(its log says why\); try again$"):
+        answer_review(pause.flow_run_id, ReviewDecision(action="approve"))
+    assert len(sent) == 2
+    count[0] = 0
+    answer(pause, action="approve")  # still paused: a second try goes through
+    answer(next_pause(), action="approve")
+    run.join(60)
+    assert run.error is None
