@@ -8,6 +8,11 @@ the VAE downsamples 4x (3 levels; 16x16 latents with 4 channels) rather than the
 8x, where a shape would be 2x2 latents; it has no mid-block attention (a convolution sees all
 a flat-colour frame needs, and trains ~2x faster without it). The SD3 transformer then has
 8x8 = 64 patches.
+
+The Wan image-to-video model (``wan-i2v``) takes text as well as the first frame (its UMT5
+prompt embedding is where the paper's modulation concatenates). Its 3D VAE downsamples 4x in
+space for the same reason and 4x in time as Wan's does (9 frames -> 3 latent frames of 16x16, 8
+channels); the transformer sees 2x2 patches: 3x8x8 = 192 tokens.
 """
 
 from __future__ import annotations
@@ -19,13 +24,16 @@ from agents.tiny.built import SEED
 LATENT_CHANNELS = 4
 VAE_CHANNELS = (16, 32, 32)  # 3 levels: 4x spatial downsampling
 SD3_LAYERS, SD3_HEADS, SD3_HEAD_DIM = 4, 4, 16
+WAN_Z = 8
+WAN_VAE_DIM, WAN_VAE_MULT = 16, (1, 2, 2)  # 2 levels: 4x spatial (and 4x temporal)
+WAN_LAYERS, WAN_HEADS, WAN_HEAD_DIM = 4, 4, 16
 
 
 def untrained(name: str) -> Any:
     """A freshly initialised (seeded) pipeline of the shapes zoo: ``sd3``."""
     import torch
 
-    builders = {"sd3": _sd3}
+    builders = {"sd3": _sd3, "wan-i2v": _wan_i2v}
     if name not in builders:
         raise ValueError(f"unknown shapes model {name!r} (known: {', '.join(builders)})")
     with torch.random.fork_rng(devices=[]):
@@ -62,3 +70,33 @@ def _sd3() -> Any:
         pooled_projection_dim=2 * tiny.text_encoder.config.projection_dim,
         pos_embed_max_size=64)
     return StableDiffusion3Pipeline(**{**tiny.components, "vae": vae, "transformer": transformer})
+
+
+def _wan_vae() -> Any:
+    from diffusers import AutoencoderKLWan
+
+    levels = len(WAN_VAE_MULT) - 1
+    return AutoencoderKLWan(
+        base_dim=WAN_VAE_DIM, z_dim=WAN_Z, dim_mult=list(WAN_VAE_MULT), num_res_blocks=1,
+        temperal_downsample=[True] * levels, latents_mean=[0.0] * WAN_Z,
+        latents_std=[1.0] * WAN_Z, scale_factor_temporal=2 ** levels,
+        scale_factor_spatial=2 ** levels)
+
+
+def _wan_i2v() -> Any:
+    import torch
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+
+    from agents.tiny.pipelines import build_pipeline
+
+    tiny = build_pipeline("wan-i2v")  # UMT5 + tokenizer, CLIP vision + processor, UniPC
+    vae = _wan_vae()
+    torch.manual_seed(SEED + 2)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=WAN_HEADS, attention_head_dim=WAN_HEAD_DIM,
+        in_channels=2 * WAN_Z + vae.config.scale_factor_temporal,  # noisy + condition + mask
+        out_channels=WAN_Z, text_dim=tiny.text_encoder.config.d_model, freq_dim=64,
+        ffn_dim=4 * WAN_HEADS * WAN_HEAD_DIM, num_layers=WAN_LAYERS, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", eps=1e-6,
+        image_dim=tiny.transformer.config.image_dim, rope_max_seq_len=32)
+    return WanImageToVideoPipeline(**{**tiny.components, "vae": vae, "transformer": transformer})

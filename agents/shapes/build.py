@@ -24,7 +24,17 @@ EVAL_SCENES = 120  # per split; the rates' 95 % intervals are about +-9 points
 EVAL_STEPS, EVAL_GUIDANCE = 20, 1.0  # the shapes profile's text_to_image settings
 
 
-def build_sd3(folder: Path, log=print, vae_recipe=None, denoiser_recipe=None,
+def _log(message: str) -> None:
+    print(message, flush=True)  # a build's progress shows in a log file as it goes
+
+
+def _every(log, t0: float):
+    """``every(n)``: an ``on_step`` callback that logs the loss each ``n`` steps."""
+    return lambda n: lambda step, loss, *_: (step % n == 0) and log(
+        f"  step {step}: loss {loss:.4f} ({time.monotonic() - t0:.0f} s)")
+
+
+def build_sd3(folder: Path, log=_log, vae_recipe=None, denoiser_recipe=None,
               eval_scenes: int = EVAL_SCENES) -> dict:
     import torch
 
@@ -35,13 +45,10 @@ def build_sd3(folder: Path, log=print, vae_recipe=None, denoiser_recipe=None,
 
     figures: dict = {}
     t0 = time.monotonic()
+    every = _every(log, t0)
     pipe = untrained("sd3")
     scenes, frames = world_frames(3000, seed=0)
     vae_recipe, denoiser_recipe = vae_recipe or VaeRecipe(), denoiser_recipe or DenoiserRecipe()
-
-    def every(n):
-        return lambda step, loss, *_: (step % n == 0) and log(
-            f"  step {step}: loss {loss:.4f} ({time.monotonic() - t0:.0f} s)")
 
     log("sd3: training the VAE")
     train_vae(pipe.vae, frames, vae_recipe, on_step=every(500))
@@ -61,16 +68,67 @@ def build_sd3(folder: Path, log=print, vae_recipe=None, denoiser_recipe=None,
               "figures": figures, "eval": {"scenes": eval_scenes, "steps": EVAL_STEPS,
                                            "guidance": EVAL_GUIDANCE}}
 
+    _install(pipe, folder, marker)
+    return figures
+
+
+I2V_CLIPS, I2V_FRAMES = 1500, 9  # the shapes profile's image_to_video num_frames
+WAN_VAE_FRAMES = 5  # a causal 3D VAE learns from 1 + 4 frames what it does from 1 + 8
+
+
+def build_wan_i2v(folder: Path, log=_log, vae_recipe=None, denoiser_recipe=None,
+                  eval_scenes: int = EVAL_SCENES) -> dict:
+    """The image-to-video agent: a Wan I2V pipeline that takes the first frame and the caption."""
+    import numpy as np
+
+    from agents.shapes.architectures import untrained
+    from agents.shapes.training import (DenoiserRecipe, VaeRecipe, animation_rates,
+                                        train_denoiser, train_vae, vae_rates, world_clips)
+
+    figures: dict = {}
+    t0 = time.monotonic()
+    every = _every(log, t0)
+    pipe = untrained("wan-i2v")
+    scenes, clips = world_clips(I2V_CLIPS, seed=0, frames=I2V_FRAMES)
+    vae_recipe = vae_recipe or VaeRecipe(steps=4000, batch_size=4)
+    denoiser_recipe = denoiser_recipe or DenoiserRecipe(steps=3000, batch_size=8)
+
+    log("wan-i2v: training the VAE")
+    train_vae(pipe.vae, np.ascontiguousarray(clips[:, :WAN_VAE_FRAMES]), vae_recipe,
+              on_step=every(250))
+    held_scenes, held_clips = world_clips(60, seed=1, frames=I2V_FRAMES)
+    figures["vae_reconstruction"] = vae_rates(pipe.vae, held_clips, held_scenes)
+    log(f"  reconstruction read back: {figures['vae_reconstruction']}")
+    log("wan-i2v: training the transformer")
+    train_denoiser(pipe, scenes, clips, denoiser_recipe, on_step=every(250))
+    figures["train_seconds"] = round(time.monotonic() - t0, 1)
+    for split in ("train", "held_out"):
+        eval_set, eval_clips = world_clips(eval_scenes, seed=99, split=split, frames=I2V_FRAMES)
+        figures[f"animation_{split}"] = animation_rates(
+            pipe, eval_set, eval_clips[:, 0], EVAL_STEPS, EVAL_GUIDANCE, I2V_FRAMES)
+        log(f"  animations of the world's first frames, {split}: "
+            f"{figures[f'animation_{split}']}")
+    marker = {"name": "wan-i2v", "pipeline": "WanImageToVideoPipeline",
+              "zoo_version": ZOO_VERSION, "seed": built.SEED,
+              "recipes": {"vae": {**asdict(vae_recipe), "frames": WAN_VAE_FRAMES},
+                          "denoiser": {**asdict(denoiser_recipe), "clips": I2V_CLIPS,
+                                       "frames": I2V_FRAMES}},
+              "figures": figures, "eval": {"scenes": eval_scenes, "steps": EVAL_STEPS,
+                                           "guidance": EVAL_GUIDANCE}}
+    _install(pipe, folder, marker)
+    return figures
+
+
+def _install(pipe, folder: Path, marker: dict) -> None:
     def save(tmp: Path) -> None:
         with built.quiet_progress_bars():
             pipe.save_pretrained(tmp, safe_serialization=True)
 
     with built.locked(folder.parent, folder.name):
         built.install_atomically(folder, folder.name, save, marker)
-    return figures
 
 
-BUILDERS = {"sd3": build_sd3}
+BUILDERS = {"sd3": build_sd3, "wan-i2v": build_wan_i2v}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,15 +1,18 @@
 """Training the `shapes` zoo on its world (configs/world/), and measuring what it learnt.
 
-* :func:`train_vae`: the VAE on world frames (L2 + L1 reconstruction, a KL weight of 1e-6 as
-  latent-diffusion autoencoders use, on random crops: a convolutional VAE is translation
-  equivariant, so a 32x32 crop teaches what a 64x64 frame does for a quarter of the work); then
-  the latents' shift and scale as SD3 normalises them (``(z - shift_factor) * scaling_factor``,
-  unit variance).
+* :func:`train_vae`: a VAE on world frames (SD3's ``AutoencoderKL``) or clips (Wan's
+  ``AutoencoderKLWan``): L2 + L1 reconstruction, a KL weight of 1e-6 as latent-diffusion
+  autoencoders use, on random crops (a convolutional VAE is translation equivariant, so a 32x32
+  crop teaches what a 64x64 frame does for a quarter of the work); then the latents'
+  normalisation as each pipeline applies it (SD3: ``(z - shift_factor) * scaling_factor``; Wan:
+  per-channel ``latents_mean``/``latents_std``), unit variance.
 * :func:`train_denoiser`: the denoiser with the project's own fine-tuning
   (agents/finetune/, full fine-tuning, no modulation: this makes the base model the loop later
-  fine-tunes), on (caption, frame) samples of the world's train split.
-* :func:`first_frame_rates`: sample captions with the pipeline and read the frames back
-  (metrics/world.py ``read_clip``): how often colour, shape and background are the caption's.
+  fine-tunes), on (caption, first frame) samples of the world's train split for text-to-image,
+  (caption, first frame, clip) for image-to-video.
+* :func:`first_frame_rates`, :func:`animation_rates`: sample with the pipeline and read the
+  output back (metrics/world.py ``read_clip``): how often colour, shape, background (and, for
+  clips, the motion) are the caption's.
 """
 
 from __future__ import annotations
@@ -45,21 +48,33 @@ class DenoiserRecipe:
 
 def world_frames(count: int, seed: int, split: str = "train") -> tuple[list[Scene], np.ndarray]:
     """``count`` scenes of ``split`` and each one's first frame (``count x 64 x 64 x 3``)."""
+    scenes, clips = world_clips(count, seed, split)
+    return scenes, clips[:, 0]
+
+
+def world_clips(count: int, seed: int, split: str = "train", frames: int = 9
+                ) -> tuple[list[Scene], np.ndarray]:
+    """``count`` scenes of ``split`` and each one's clip (``count x frames x 64 x 64 x 3``)."""
     scenes = sample_scenes(count, seed, split)
-    return scenes, np.stack([render(s, seed=seed * 1_000_003 + i)[0]
+    return scenes, np.stack([render(s, seed=seed * 1_000_003 + i, frames=frames)
                              for i, s in enumerate(scenes)])
 
 
 def train_vae(vae: Any, frames: np.ndarray, recipe: VaeRecipe, seed: int = 0,
               on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Train ``vae`` (an ``AutoencoderKL``) in place on ``frames`` (N x H x W x 3 uint8), then
-    set its ``shift_factor``/``scaling_factor`` from the latents of all of them."""
+    """Train ``vae`` in place on ``frames``, then set the latents' normalisation from all of
+    them: an ``AutoencoderKL`` on images (N x H x W x 3 uint8; SD3's ``shift_factor`` and
+    ``scaling_factor``) or an ``AutoencoderKLWan`` on clips (N x T x H x W x 3; Wan's per-channel
+    ``latents_mean`` and ``latents_std``, as the Wan pipelines read them)."""
     import torch
     from diffusers.optimization import get_scheduler
 
     from agents.finetune.losses import to_pixels
 
+    video = frames.ndim == 5
     pixels = to_pixels(frames)
+    if video:
+        pixels = pixels.movedim(1, 2)  # N x 3 x T x H x W, as the 3D VAE takes it
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
     schedule = get_scheduler("cosine", optimizer, num_warmup_steps=recipe.warmup_steps,
@@ -85,39 +100,54 @@ def train_vae(vae: Any, frames: np.ndarray, recipe: VaeRecipe, seed: int = 0,
             on_step(step + 1, losses[-1])
     vae.eval()
     with torch.no_grad():
-        latents = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in pixels.split(256)])
-    vae.register_to_config(shift_factor=float(latents.mean()),
-                           scaling_factor=float(1.0 / latents.std()))
+        latents = torch.cat([vae.encode(chunk).latent_dist.mode()
+                             for chunk in pixels.split(64 if video else 256)])
+    if video:
+        channels = latents.movedim(1, 0).reshape(latents.shape[1], -1)
+        vae.register_to_config(latents_mean=channels.mean(1).tolist(),
+                               latents_std=channels.std(1).tolist())
+    else:
+        vae.register_to_config(shift_factor=float(latents.mean()),
+                               scaling_factor=float(1.0 / latents.std()))
     return losses
 
 
 def vae_rates(vae: Any, frames: np.ndarray, scenes: list[Scene]) -> dict[str, float]:
-    """How often a reconstructed frame still reads as its scene (colour, shape, background)."""
+    """How often a reconstructed frame (or clip: N x T x H x W x 3) still reads as its scene."""
     import torch
 
     from agents.finetune.losses import to_pixels
 
+    video = frames.ndim == 5
+    pixels = to_pixels(frames)
+    if video:
+        pixels = pixels.movedim(1, 2)
     with torch.no_grad():
         out = torch.cat([vae.decode(vae.encode(chunk).latent_dist.mode()).sample
-                         for chunk in to_pixels(frames).split(256)])
-    decoded = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(1, -1).numpy()
-    return _rates(scenes, decoded)
+                         for chunk in pixels.split(64 if video else 256)])
+    if video:
+        out = out.movedim(2, 1)  # N x T x 3 x H x W
+    decoded = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1).numpy()
+    return _rates(scenes, decoded if video else decoded[:, None])
 
 
 def train_denoiser(pipe: Any, scenes: list[Scene], frames: np.ndarray, recipe: DenoiserRecipe,
                    seed: int = 0, on_step: Callable[[int, float, float], None] | None = None
                    ) -> list[float]:
-    """Train ``pipe``'s denoiser in place on (caption, first frame) pairs with the project's
-    fine-tuning code (agents/finetune/): full fine-tuning, EMA, no modulation."""
+    """Train ``pipe``'s denoiser in place with the project's fine-tuning code
+    (agents/finetune/): full fine-tuning, EMA, no modulation. ``frames``: first frames
+    (N x H x W x 3: a text-to-image pipeline learns caption -> frame) or clips (N x T x H x W x 3:
+    an image-to-video pipeline learns caption + first frame -> clip)."""
     from PIL import Image
 
     from agents.finetune import TrainingSample, apply_weights, finetune, inference_weights
     from configs.finetune import FinetuneSpec
 
-    samples = [TrainingSample(prompt=s.caption, first_frame=Image.fromarray(f), target=f)
-               for s, f in zip(scenes, frames)]
+    video = frames.ndim == 5
+    samples = [TrainingSample(prompt=s.caption, first_frame=Image.fromarray(f[0] if video else f),
+                              target=f) for s, f in zip(scenes, frames)]
     spec = FinetuneSpec(
-        target="text_to_image", method="full", modulation="off",
+        target="image_to_video" if video else "text_to_image", method="full", modulation="off",
         learning_rate=recipe.learning_rate, weight_decay=0.0, lr_scheduler="cosine",
         warmup_steps=recipe.warmup_steps, batch_size=recipe.batch_size, max_steps=recipe.steps,
         checkpoint_every=recipe.steps, gradient_checkpointing=False, mixed_precision="no",
@@ -139,15 +169,34 @@ def first_frame_rates(pipe: Any, scenes: list[Scene], steps: int, guidance: floa
                    guidance_scale=guidance, output_type="np",
                    generator=torch.Generator().manual_seed(seed + i))
         images.append((out.images[0] * 255).round().astype(np.uint8))
-    return _rates(scenes, np.stack(images))
+    return _rates(scenes, np.stack(images)[:, None])
 
 
-def _rates(scenes: list[Scene], images: np.ndarray) -> dict[str, float]:
+def animation_rates(pipe: Any, scenes: list[Scene], first_frames: np.ndarray, steps: int,
+                    guidance: float, frames: int, seed: int = 0) -> dict[str, float]:
+    """Animate each scene's first frame with its caption (seed ``seed + i``) and read the clip
+    back: the shape and colour kept, the motion the caption's."""
+    import torch
+    from PIL import Image
+
+    clips = []
+    for i, (scene, first) in enumerate(zip(scenes, first_frames)):
+        out = pipe(image=Image.fromarray(first), prompt=scene.caption, height=64, width=64,
+                   num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
+                   output_type="np", generator=torch.Generator().manual_seed(seed + i))
+        clips.append((out.frames[0] * 255).round().astype(np.uint8))
+    return _rates(scenes, np.stack(clips))
+
+
+def _rates(scenes: list[Scene], clips: np.ndarray) -> dict[str, float]:
+    """Read each clip (N x T x H x W x 3; T = 1 for images) back and count how often each
+    attribute is the scene's (the motion too, for clips)."""
     from metrics.world import read_clip
 
-    readings = [read_clip(image[None]) for image in images]
+    names = ("colour", "shape", "background") + (("motion",) if clips.shape[1] > 1 else ())
+    readings = [read_clip(clip) for clip in clips]
     hits = {name: [getattr(r, name) == getattr(s, name) for r, s in zip(readings, scenes)]
-            for name in ("colour", "shape", "background")}
+            for name in names}
     rates = {name: float(np.mean(values)) for name, values in hits.items()}
     rates["all"] = float(np.mean([all(v) for v in zip(*hits.values())]))
     return rates

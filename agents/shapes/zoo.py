@@ -13,8 +13,8 @@ from pathlib import Path
 from agents.tiny import built
 from configs.errors import MoraError
 
-SHAPES_MODELS: tuple[str, ...] = ("sd3",)
-ZOO_VERSION = 1
+SHAPES_MODELS: tuple[str, ...] = ("sd3", "wan-i2v")
+ZOO_VERSION = 2  # 2: the world's paths sit near the centre (configs/world/render.py JITTER)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 

@@ -11,6 +11,9 @@ Caption grammar (every caption the world makes parses back to its scene)::
     pace        := "slowly" | "quickly"          (no pace word: the middle speed)
     instruction := "make it " colour | "make the background " background
 
+Where a shape is: each clip's path is centred on the frame, give or take a few pixels
+(configs/world/render.py ``JITTER``), so a caption also tells where its first frame's shape sits.
+
 Held out: every (colour, shape) pair in :data:`HELD_OUT_PAIRS` never appears in training; the
 held-out prompts are made of exactly those (e.g. no "yellow triangle" at all in training).
 Plain Python: no numpy here.

@@ -12,12 +12,18 @@ import numpy as np
 from configs.world import BACKGROUNDS, COLOURS, FRAMES, SIZE, VELOCITY, Scene
 
 RADIUS = 8  # half the shape's extent in pixels: the fastest clip (2.5 px x 16 frames) fits in 64
+# How far (px, each axis) a clip's path may sit from the frame's centre. Small on purpose: the
+# first frame's place follows from the caption (a shape moving left starts right of centre),
+# so a 64x64 text-to-image model trained for minutes on 2 cores learns to draw one shape in one
+# place instead of fragments of it everywhere (benchmarks/README.md, "The shapes zoo": 2000
+# training steps each, the same everything else, uniform starts against these).
+JITTER = 4.0
 
 
 def start_and_step(scene: Scene, seed: int, frames: int, size: int = SIZE
                    ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """The shape's first centre and its move per frame: a seeded start from which the whole
-    path stays inside the frame."""
+    """The shape's first centre and its move per frame: the path centred on the frame, moved by
+    a seeded offset of up to :data:`JITTER` px, and kept inside the frame."""
     rng = random.Random(f"mora-shapes-start-{scene.caption}-{seed}-{frames}")
     dx, dy = VELOCITY[scene.motion]
     step = (dx * scene.speed, dy * scene.speed)
@@ -26,7 +32,8 @@ def start_and_step(scene: Scene, seed: int, frames: int, size: int = SIZE
     for move in step:
         travel = move * (frames - 1)
         lo, hi = (low - min(travel, 0), high - max(travel, 0))
-        centre.append(rng.uniform(lo, hi) if hi > lo else (lo + hi) / 2)
+        start = (size - 1) / 2 - travel / 2 + rng.uniform(-JITTER, JITTER)
+        centre.append(min(max(start, lo), hi))
     return (centre[0], centre[1]), step
 
 
