@@ -22,6 +22,17 @@ def all_videos(result) -> list[list["Image"]]:
     return [video_frames(frames) for frames in result.frames]
 
 
+def wan_num_frames(pipe, frames: int) -> int:
+    """The ``num_frames`` to ask a Wan pipeline for to get ``frames`` frames. Wan's pipelines round
+    ``num_frames`` up to ``1 + k * vae.config.scale_factor_temporal`` by testing
+    ``num_frames % scale_factor_temporal != 1`` (diffusers pipelines/wan/pipeline_wan_i2v.py
+    ``__call__``), which is true of every count when the factor is 1 (a VAE with no temporal
+    compression: the shapes zoo's, agents/shapes/architectures.py): it would add a frame the VAE's
+    4-frame chunks then drop. Asking for one less gives the count asked for."""
+    factor = getattr(getattr(pipe, "vae", None), "config", {}).get("scale_factor_temporal")
+    return frames - 1 if factor == 1 else frames
+
+
 def video_frames(frames) -> list["Image"]:
     if not isinstance(frames, list):  # some pipelines ignore output_type for videos
         from PIL import Image as PILImage
@@ -48,6 +59,12 @@ class ImageToVideoAgent(PipelineAgent):
         # 3. Animate; text goes in only where the model takes it (SVD does not; Wan without a
         #    prompt gets a neutral default, see PipelineAgent.text_for).
         return first_video(self.run(seed, image=image, prompt=self.text_for(prompt)[0]))
+
+    def call_args(self, **semantic: Any) -> dict[str, Any]:
+        args = super().call_args(**semantic)
+        if "num_frames" in args:  # the profile's count, as a Wan pipeline must be asked for it
+            args["num_frames"] = wan_num_frames(self.pipe, args["num_frames"])
+        return args
 
     def batch(self, images: list["Image"], prompt: str | None, seeds: list[int],
               exact: bool = True) -> list[list["Image"]]:

@@ -76,7 +76,8 @@ def train_vae(vae: Any, frames: np.ndarray, recipe: VaeRecipe, seed: int = 0,
     if video:
         pixels = pixels.movedim(1, 2)  # N x 3 x T x H x W, as the 3D VAE takes it
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
+    trainable = [p for p in vae.parameters() if p.requires_grad]  # architectures.py freezes some
+    optimizer = torch.optim.AdamW(trainable, lr=recipe.learning_rate, weight_decay=0.0)
     schedule = get_scheduler("cosine", optimizer, num_warmup_steps=recipe.warmup_steps,
                              num_training_steps=recipe.steps)
     size = pixels.shape[-1]
@@ -179,10 +180,12 @@ def animation_rates(pipe: Any, scenes: list[Scene], first_frames: np.ndarray, st
     import torch
     from PIL import Image
 
+    from agents.image_to_video import wan_num_frames
+
     clips = []
     for i, (scene, first) in enumerate(zip(scenes, first_frames)):
         out = pipe(image=Image.fromarray(first), prompt=scene.caption, height=64, width=64,
-                   num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
+                   num_frames=wan_num_frames(pipe, frames), num_inference_steps=steps, guidance_scale=guidance,
                    output_type="np", generator=torch.Generator().manual_seed(seed + i))
         clips.append((out.frames[0] * 255).round().astype(np.uint8))
     return _rates(scenes, np.stack(clips))
