@@ -18,7 +18,7 @@ attentions are held at identity (output projection zero and frozen), as the SD3 
 none: attention over the whole frame would make the crops it trains on (agents/shapes/training.py)
 teach something else than whole frames need. Why this layout (benchmarks/README.md, "The shapes
 zoo", and benchmarks/bench_wan_vae_layouts.py): Wan 2.1's own layout at this size (2x2 conv
-down/up in space and time, attention trained) read back 9-23 % of reconstructed shape colours
+down/up in space and time, attention trained) read back 20-23 % of reconstructed shape colours
 after 600-4000 steps, with a first latent frame that ended the same for every clip; any
 temporal compression kept it below 35 % at 1000 steps; this layout reads back 89 %.
 """

@@ -185,8 +185,9 @@ def animation_rates(pipe: Any, scenes: list[Scene], first_frames: np.ndarray, st
     clips = []
     for i, (scene, first) in enumerate(zip(scenes, first_frames)):
         out = pipe(image=Image.fromarray(first), prompt=scene.caption, height=64, width=64,
-                   num_frames=wan_num_frames(pipe, frames), num_inference_steps=steps, guidance_scale=guidance,
-                   output_type="np", generator=torch.Generator().manual_seed(seed + i))
+                   num_frames=wan_num_frames(pipe, frames), num_inference_steps=steps,
+                   guidance_scale=guidance, output_type="np",
+                   generator=torch.Generator().manual_seed(seed + i))
         clips.append((out.frames[0] * 255).round().astype(np.uint8))
     return _rates(scenes, np.stack(clips))
 
